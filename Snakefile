@@ -1,0 +1,28 @@
+# vldistill: one DAG from data to the results table.
+# Run: snakemake --cores all            (the default target below)
+# Stages live in rules/*.smk, one file per stage; logic lives in src/vldistill.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/teacher.smk"
+
+
+# The last stage that exists today is the teacher feature cache; later stages extend this target.
+rule all:
+    default_target: True
+    input:
+        expand(
+            "features/{dataset}/{modality}-{teacher}/index.parquet",
+            zip,
+            dataset=[DATASET] * 2,
+            modality=["vision", "text"],
+            teacher=[teacher_name("vision"), teacher_name("text")],
+        ),

@@ -1,0 +1,38 @@
+# Stage 1: the dataset. Every source ends in the same manifests (src/vldistill/data/manifest.py).
+
+
+rule data_synthetic:
+    """Generate the seeded synthetic scenes benchmark: images, captions, VQA, VE, VCR."""
+    output:
+        manifests=manifests(),
+        images=directory("data/{dataset}/images"),
+        summary="data/{dataset}/summary.json",
+    params:
+        synthetic=config.get("synthetic"),
+        seed=config["seed"],
+    log:
+        "logs/{dataset}/data_synthetic.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/data_synthetic.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/data_synthetic.py"
+
+
+rule text_corpus:
+    """Collect every distinct text of every task and split, keyed by a stable text id."""
+    input:
+        manifests(tables=TASKS),
+    output:
+        "data/{dataset}/texts.parquet",
+    log:
+        "logs/{dataset}/text_corpus.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/text_corpus.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/text_corpus.py"

@@ -1,0 +1,63 @@
+# Stage 2: cache the unimodal teachers' features. Scatter: one job per (modality, shard), so a
+# killed shard re-runs alone (and resumes from its finished chunks); gather: one index per cache.
+
+
+def teacher_items(wildcards):
+    if wildcards.modality == "vision":
+        return {"manifests": manifests(tables=["images"]), "images": "data/{dataset}/images"}
+    return {"corpus": "data/{dataset}/texts.parquet"}
+
+
+def shard_files(wildcards, pattern):
+    return expand(
+        pattern,
+        dataset=wildcards.dataset,
+        modality=wildcards.modality,
+        teacher=wildcards.teacher,
+        shard=[f"{i:03d}" for i in range(N_SHARDS)],
+        n=f"{N_SHARDS:03d}",
+    )
+
+
+rule teacher_shard:
+    """Encode one shard of the images (vision) or texts (text) with the teacher; fp16 safetensors."""
+    input:
+        unpack(teacher_items),
+    output:
+        "features/{dataset}/{modality}-{teacher}/shard-{shard}-of-{n}.safetensors",
+    params:
+        teacher=lambda wc: config["teachers"][wc.modality],
+        features={k: v for k, v in config["features"].items() if k != "shards"},
+    threads: 2
+    log:
+        "logs/{dataset}/teacher/{modality}-{teacher}/shard-{shard}-of-{n}.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/teacher/{modality}-{teacher}/shard-{shard}-of-{n}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/teacher_shard.py"
+
+
+rule teacher_index:
+    """Gather the shards into one key -> (shard, row) index; tabulate throughput per shard."""
+    input:
+        shards=lambda wc: shard_files(
+            wc, "features/{dataset}/{modality}-{teacher}/shard-{shard}-of-{n}.safetensors"
+        ),
+        benchmarks=lambda wc: shard_files(
+            wc, "benchmarks/runs/{dataset}/teacher/{modality}-{teacher}/shard-{shard}-of-{n}.tsv"
+        ),
+    output:
+        index="features/{dataset}/{modality}-{teacher}/index.parquet",
+        throughput="features/{dataset}/{modality}-{teacher}/throughput.tsv",
+    log:
+        "logs/{dataset}/teacher/{modality}-{teacher}/index.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/teacher/{modality}-{teacher}/index.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/teacher_index.py"

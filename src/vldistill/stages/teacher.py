@@ -1,0 +1,123 @@
+"""The teacher stage: encode one shard of a dataset's images or texts; gather shards into an index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+from PIL import Image
+
+from vldistill.data.manifest import read_manifest
+from vldistill.features.cache import cache_shard, gather_index, shard_slice
+from vldistill.io import write_json
+from vldistill.teachers.factory import (
+    create_text_teacher,
+    create_vision_teacher,
+    text_config_from_dict,
+    vision_config_from_dict,
+)
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("vision", "text")
+
+
+def fingerprint(modality: str, teacher: dict) -> str:
+    """Identifies what produced a cached feature: a resumed chunk must share it."""
+    blob = json.dumps({"modality": modality, "teacher": teacher}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def image_items(root: str | Path, image_manifests: list[str | Path]) -> pl.DataFrame:
+    """(key, path) of every image in the given manifests, sorted by key for stable sharding."""
+    frames = [read_manifest(p, "images").select("image_id", "image_path") for p in image_manifests]
+    items = pl.concat(frames).unique("image_id").sort("image_id")
+    return items.select(
+        pl.col("image_id").alias("key"),
+        pl.col("image_path").map_elements(lambda p: str(Path(root) / p), return_dtype=pl.String)
+        .alias("payload"),
+    )
+
+
+def text_items(corpus_path: str | Path) -> pl.DataFrame:
+    corpus = pl.read_parquet(corpus_path).sort("text_id")
+    return corpus.select(pl.col("text_id").alias("key"), pl.col("text").alias("payload"))
+
+
+def load_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+def cache_teacher_shard(
+    *,
+    modality: str,
+    teacher: dict,
+    features: dict,
+    items: pl.DataFrame,
+    shard: int,
+    n_shards: int,
+    out_path: str | Path,
+) -> dict:
+    """Encode shard ``shard`` of ``n_shards`` of ``items`` (key, payload) with the teacher."""
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    part = items[shard_slice(len(items), shard, n_shards)]
+    payload_of = dict(zip(part["key"].to_list(), part["payload"].to_list(), strict=True))
+    device = features.get("device", "cpu")
+    if modality == "vision":
+        cfg = vision_config_from_dict(teacher)
+        model = create_vision_teacher(cfg, device=device)
+        load: Callable[[list[str]], list] = lambda keys: [load_image(payload_of[k]) for k in keys]
+        encode = model.encode_images
+    else:
+        cfg = text_config_from_dict(teacher)
+        model = create_text_teacher(cfg, device=device)
+        load = lambda keys: [payload_of[k] for k in keys]  # noqa: E731
+        encode = model.encode_texts
+    log.info("%s teacher %s: shard %d/%d with %d of %d items", modality, teacher["name"],
+             shard, n_shards, len(part), len(items))
+    stats = cache_shard(
+        part["key"].to_list(),
+        load,
+        encode,
+        Path(out_path),
+        batch_size=cfg.batch_size,
+        chunk_size=features.get("chunk_size", 512),
+        fingerprint=fingerprint(modality, teacher),
+        modality=modality,
+    )
+    log.info("shard stats: %s", json.dumps(stats))
+    return stats
+
+
+def gather_teacher_index(shard_paths: list[str | Path], index_path: str | Path,
+                         benchmark_paths: list[str | Path], throughput_path: str | Path) -> dict:
+    """Write the index over all shards and a throughput table joining the rules' benchmarks."""
+    summary = gather_index([Path(p) for p in shard_paths], Path(index_path))
+    rows = []
+    for shard_path, bench_path in zip(shard_paths, benchmark_paths, strict=True):
+        shard_summary = next(s for s in summary["shards"] if s["file"] == Path(shard_path).name)
+        bench = pl.read_csv(bench_path, separator="\t")
+        wall = float(bench["s"][0])
+        rows.append({
+            "shard": Path(shard_path).name,
+            "n": shard_summary["n"],
+            "encode_seconds": shard_summary["encode_seconds"],
+            "items_per_second_encode": shard_summary["items_per_second"],
+            "job_seconds": wall,
+            "items_per_second_job": shard_summary["n"] / wall if wall > 0 else None,
+            "max_rss_mb": float(bench["max_rss"][0]),
+        })
+    table = pl.DataFrame(rows)
+    table.write_csv(throughput_path, separator="\t")
+    summary["throughput"] = rows
+    write_json(summary, Path(index_path).with_suffix(".summary.json"))
+    return summary

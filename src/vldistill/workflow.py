@@ -1,0 +1,81 @@
+"""What every rule's script needs: its output and errors in the rule's log, threads, seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("vldistill")
+
+
+@contextlib.contextmanager
+def rule_logging(log_path: str | Path | None, threads: int = 1) -> Iterator[logging.Logger]:
+    """Send stdout/stderr (file descriptors, so tqdm and C libraries too) to the rule's log.
+
+    A failure is logged with its traceback before it propagates, so the log alone explains it.
+    """
+    set_threads(threads)
+    if log_path is None:
+        _configure_logging()
+        yield log
+        return
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "a", buffering=1) as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        _configure_logging()
+        start = time.perf_counter()
+        try:
+            yield log
+            log.info("done in %.1f s", time.perf_counter() - start)
+        except BaseException:
+            log.error("failed after %.1f s:\n%s", time.perf_counter() - start,
+                      traceback.format_exc())
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def set_threads(threads: int) -> None:
+    """Keep torch within the cores Snakemake granted this job."""
+    import torch
+
+    threads = max(1, int(threads))
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
+        torch.set_num_interop_threads(threads)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

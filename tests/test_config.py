@@ -1,0 +1,86 @@
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from vldistill.config import ConfigError, check_config, load_schema
+
+
+@pytest.fixture(scope="module")
+def schema(repo):
+    return load_schema(repo / "schemas" / "config.schema.yaml")
+
+
+@pytest.fixture()
+def default(repo):
+    return yaml.safe_load((repo / "config.yaml").read_text())
+
+
+def errors_of(config, schema) -> str:
+    with pytest.raises(ConfigError) as info:
+        check_config(config, schema)
+    return str(info.value)
+
+
+def test_embedded_default_and_tiny_configs_are_valid(repo, schema, default):
+    check_config(default, schema)
+    merged = copy.deepcopy(default)
+    for key, value in yaml.safe_load((repo / "configs" / "tiny.yaml").read_text()).items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    check_config(merged, schema)
+
+
+def test_unknown_key_is_named_with_the_allowed_ones(schema, default):
+    default["teachers"]["vision"]["imagesize"] = 96
+    message = errors_of(default, schema)
+    assert "teachers.vision: unknown key(s) ['imagesize']" in message
+    assert "'image_size'" in message
+
+
+def test_wrong_type_names_key_and_expected_type(schema, default):
+    default["synthetic"]["counts"]["train"] = "many"
+    assert "synthetic.counts.train: got 'many'; expected type integer" in errors_of(default, schema)
+
+
+def test_unknown_teacher_lists_the_valid_names(schema, default):
+    default["teachers"]["text"]["name"] = "bert-large"
+    message = errors_of(default, schema)
+    assert "teachers.text.name: got 'bert-large'; expected one of ['minilm', 'hf', 'open_clip']" \
+        in message
+
+
+def test_every_problem_is_reported_at_once(schema, default):
+    default["seed"] = -1
+    default["features"]["shards"] = 0
+    message = errors_of(default, schema)
+    assert "2 problem(s)" in message
+    assert "seed:" in message and "features.shards:" in message
+
+
+def test_unbalanced_entailment_count_is_rejected(schema, default):
+    default["synthetic"]["ve_per_image"] = 4
+    assert "synthetic.ve_per_image" in errors_of(default, schema)
+
+
+def test_cross_key_rules(schema, default):
+    default["synthetic"]["min_objects"] = 4
+    default["synthetic"]["max_objects"] = 2
+    assert "synthetic.min_objects: must not exceed" in errors_of(default, schema)
+    default["synthetic"]["min_objects"] = 1
+    default["teachers"]["vision"] = {"name": "open_clip"}
+    assert "teachers.vision.model: required" in errors_of(default, schema)
+
+
+def test_bad_config_fails_at_dag_time_naming_the_key(repo, tmp_path):
+    override = tmp_path / "bad.yaml"
+    override.write_text("teachers:\n  vision: {name: efficientnet_lite0, image_size: huge}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(override)],
+        cwd=repo, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "teachers.vision.image_size: got 'huge'; expected type integer" in (
+        result.stdout + result.stderr
+    )
