@@ -1,11 +1,10 @@
-"""The teacher stage: encode one shard of a dataset's images or texts; gather shards into an index."""
+"""The teacher stage: encode one shard of a dataset's images or texts; gather the shards."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -13,7 +12,7 @@ from PIL import Image
 
 from vldistill.data.manifest import read_manifest
 from vldistill.features.cache import cache_shard, gather_index, shard_slice
-from vldistill.io import write_json
+from vldistill.io import atomic_output
 from vldistill.teachers.factory import (
     create_text_teacher,
     create_vision_teacher,
@@ -74,14 +73,16 @@ def cache_teacher_shard(
     device = features.get("device", "cpu")
     if modality == "vision":
         cfg = vision_config_from_dict(teacher)
-        model = create_vision_teacher(cfg, device=device)
-        load: Callable[[list[str]], list] = lambda keys: [load_image(payload_of[k]) for k in keys]
-        encode = model.encode_images
+        encode = create_vision_teacher(cfg, device=device).encode_images
+
+        def load(keys: list[str]) -> list:
+            return [load_image(payload_of[k]) for k in keys]
     else:
         cfg = text_config_from_dict(teacher)
-        model = create_text_teacher(cfg, device=device)
-        load = lambda keys: [payload_of[k] for k in keys]  # noqa: E731
-        encode = model.encode_texts
+        encode = create_text_teacher(cfg, device=device).encode_texts
+
+        def load(keys: list[str]) -> list:
+            return [payload_of[k] for k in keys]
     log.info("%s teacher %s: shard %d/%d with %d of %d items", modality, teacher["name"],
              shard, n_shards, len(part), len(items))
     stats = cache_shard(
@@ -100,24 +101,22 @@ def cache_teacher_shard(
 
 def gather_teacher_index(shard_paths: list[str | Path], index_path: str | Path,
                          benchmark_paths: list[str | Path], throughput_path: str | Path) -> dict:
-    """Write the index over all shards and a throughput table joining the rules' benchmarks."""
+    """Write the index over all shards, and a throughput table that joins each shard's own
+    encode timing with its Snakemake benchmark (whole-job wall time, max RSS)."""
     summary = gather_index([Path(p) for p in shard_paths], Path(index_path))
     rows = []
-    for shard_path, bench_path in zip(shard_paths, benchmark_paths, strict=True):
-        shard_summary = next(s for s in summary["shards"] if s["file"] == Path(shard_path).name)
+    for shard, bench_path in zip(summary["shards"], benchmark_paths, strict=True):
         bench = pl.read_csv(bench_path, separator="\t")
-        wall = float(bench["s"][0])
+        job_seconds = float(bench["s"][0])
         rows.append({
-            "shard": Path(shard_path).name,
-            "n": shard_summary["n"],
-            "encode_seconds": shard_summary["encode_seconds"],
-            "items_per_second_encode": shard_summary["items_per_second"],
-            "job_seconds": wall,
-            "items_per_second_job": shard_summary["n"] / wall if wall > 0 else None,
+            "shard": shard["file"],
+            "n": shard["n"],
+            "encode_seconds": shard["encode_seconds"],
+            "items_per_second_encode": shard["items_per_second"],
+            "job_seconds": job_seconds,
+            "items_per_second_job": shard["n"] / job_seconds if job_seconds > 0 else 0.0,
             "max_rss_mb": float(bench["max_rss"][0]),
         })
-    table = pl.DataFrame(rows)
-    table.write_csv(throughput_path, separator="\t")
-    summary["throughput"] = rows
-    write_json(summary, Path(index_path).with_suffix(".summary.json"))
+    with atomic_output(throughput_path) as tmp:
+        pl.DataFrame(rows).write_csv(tmp, separator="\t")
     return summary

@@ -1,0 +1,433 @@
+"""Write teacher features to sharded, resumable fp16 safetensors files and index them.
+
+One shard = one safetensors file with tensors ``global`` [N, D], ``tokens`` [N, T, D] (float16)
+and, for text, ``mask`` [N, T] (bool), plus string metadata (keys in row order, modality,
+fingerprint, dim, grid, timings). While a shard is being encoded, finished chunks of
+``chunk_size`` items are kept in ``<out>.partial/`` so a killed job resumes where it stopped;
+the final file appears under its name only once complete (temporary name, then os.replace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import struct
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from vldistill.teachers.base import ImageFeatures, TextFeatures
+
+MODALITIES: tuple[str, ...] = ("vision", "text")
+FIELDS: dict[str, tuple[str, ...]] = {
+    "vision": ("global", "tokens"),
+    "text": ("global", "tokens", "mask"),
+}
+_UNITS = {"vision": "img", "text": "txt"}
+_DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "BOOL": 1, "U8": 1}
+_PROGRESS_INTERVAL_S = 10.0  # one progress line every few seconds keeps job logs short
+
+
+def shard_slice(n_items: int, shard: int, n_shards: int) -> slice:
+    """Contiguous slice of shard ``shard`` out of ``n_shards`` (numpy.array_split sizes)."""
+    if n_items < 0:
+        raise ValueError(f"n_items must be >= 0, got {n_items}")
+    if n_shards < 1:
+        raise ValueError(f"n_shards must be >= 1, got {n_shards}")
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard must be in [0, {n_shards}), got {shard}")
+    size, extra = divmod(n_items, n_shards)
+    start = shard * size + min(shard, extra)
+    return slice(start, start + size + (1 if shard < extra else 0))
+
+
+def _to_tensors(feats: ImageFeatures | TextFeatures, modality: str, n: int) -> dict:
+    expected = ImageFeatures if modality == "vision" else TextFeatures
+    if not isinstance(feats, expected):
+        raise TypeError(
+            f"{modality} encoder returned {type(feats).__name__}, expected {expected.__name__}"
+        )
+    out = {
+        "global": feats.global_emb.detach().cpu().to(torch.float16).contiguous(),
+        "tokens": feats.tokens.detach().cpu().to(torch.float16).contiguous(),
+    }
+    if modality == "text":
+        out["mask"] = feats.mask.detach().cpu().to(torch.bool).contiguous()
+    for name, tensor in out.items():
+        if tensor.shape[0] != n:
+            raise ValueError(f"encoder returned {tensor.shape[0]} rows of {name!r} for {n} items")
+    if out["tokens"].ndim != 3 or out["tokens"].shape[2] != out["global"].shape[1]:
+        raise ValueError(
+            f"encoder returned tokens {tuple(out['tokens'].shape)} that do not "
+            f"match global {tuple(out['global'].shape)}"
+        )
+    return out
+
+
+def _fsync_replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _chunk_path(partial: Path, index: int) -> Path:
+    return partial / f"chunk-{index:06d}.safetensors"
+
+
+def _reusable_chunk(path: Path, fingerprint: str, modality: str, keys: list[str]) -> dict | None:
+    """Metadata of a finished chunk that matches this run, else None (and the file is removed)."""
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # an unreadable chunk is simply encoded again
+        meta = {}
+    if (
+        meta.get("fingerprint") == fingerprint
+        and meta.get("modality") == modality
+        and meta.get("keys") == json.dumps(keys)
+    ):
+        return meta
+    path.unlink()
+    return None
+
+
+def _encode_chunk(
+    keys: list[str],
+    load_batch: Callable[[list[str]], list],
+    encode: Callable,
+    modality: str,
+    batch_size: int,
+    clock: Callable[[], float],
+    bar: tqdm,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in FIELDS[modality]}
+    encode_s = load_s = 0.0
+    grid = None
+    for start in range(0, len(keys), batch_size):
+        batch_keys = keys[start : start + batch_size]
+        t0 = clock()
+        items = load_batch(batch_keys)
+        t1 = clock()
+        feats = encode(items)
+        t2 = clock()
+        if len(items) != len(batch_keys):
+            raise ValueError(f"load_batch returned {len(items)} items for {len(batch_keys)} keys")
+        load_s += t1 - t0
+        encode_s += t2 - t1
+        for name, tensor in _to_tensors(feats, modality, len(batch_keys)).items():
+            parts[name].append(tensor)
+        if modality == "vision":
+            grid = list(feats.grid)
+        bar.update(len(batch_keys))
+    tensors = {name: torch.cat(chunks) for name, chunks in parts.items()}
+    meta = {"encode_seconds": f"{encode_s:.6f}", "load_seconds": f"{load_s:.6f}"}
+    if grid is not None:
+        meta["grid"] = json.dumps(grid)
+    return tensors, meta
+
+
+def _write_concatenated(
+    chunks: list[Path], names: tuple[str, ...], metadata: dict[str, str], out: Path
+) -> None:
+    """Write the row-wise concatenation of the chunks' tensors as one safetensors file.
+
+    Streams chunk by chunk, so memory stays at one chunk's tensors whatever the shard size; the
+    layout (8-byte header length, JSON header padded to 8 bytes, raw row-major data) is the
+    safetensors format, which safe_open reads like any other file.
+    """
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name in names:
+        shapes, dtypes = [], set()
+        for path in chunks:
+            with safe_open(str(path), framework="pt") as f:
+                piece = f.get_slice(name)
+                shapes.append(piece.get_shape())
+                dtypes.add(piece.get_dtype())
+        if len({tuple(s[1:]) for s in shapes}) > 1 or len(dtypes) > 1:
+            raise ValueError(
+                f"chunks of {out.name} disagree on {name!r}: shapes {shapes}, "
+                f"dtypes {sorted(dtypes)}"
+            )
+        shape = [sum(s[0] for s in shapes), *shapes[0][1:]]
+        dtype = dtypes.pop()
+        size = _DTYPE_BYTES[dtype]
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    with open(out, "wb") as dst:
+        dst.write(struct.pack("<Q", len(blob)))
+        dst.write(blob)
+        for name in names:
+            for path in chunks:
+                with safe_open(str(path), framework="pt") as f:
+                    tensor = f.get_tensor(name).contiguous()
+                dst.write(tensor.view(torch.uint8).numpy().tobytes())
+
+
+def _empty_tensors(modality: str) -> dict[str, torch.Tensor]:
+    # An empty shard (more shards than items) still gets a valid file so the gather step runs.
+    out = {
+        "global": torch.zeros(0, 0, dtype=torch.float16),
+        "tokens": torch.zeros(0, 0, 0, dtype=torch.float16),
+    }
+    if modality == "text":
+        out["mask"] = torch.zeros(0, 0, dtype=torch.bool)
+    return out
+
+
+def cache_shard(
+    keys: list[str],
+    load_batch: Callable[[list[str]], list],
+    encode: Callable[[list], ImageFeatures | TextFeatures],
+    out_path: Path,
+    *,
+    batch_size: int,
+    chunk_size: int,
+    fingerprint: str,
+    modality: str,
+    progress: bool = True,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Any]:
+    """Encode ``keys`` (load_batch turns keys into inputs, encode turns inputs into features).
+
+    Resumes from the chunks of an earlier, interrupted run that carry the same fingerprint and
+    keys. Returns n, n_reused, n_encoded, encode_seconds and load_seconds (summed over all
+    chunks, reused ones included, from their recorded times), items_per_second (n over
+    encode_seconds), wall_seconds and peak_rss_mb of this process. ``clock`` times the steps.
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
+    keys = list(keys)
+    if len(set(keys)) != len(keys):
+        dupes = sorted(k for k, count in Counter(keys).items() if count > 1)
+        raise ValueError(f"duplicate keys for shard {Path(out_path).name}: {dupes[:5]}")
+    wall_start = time.perf_counter()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # A stale complete file must not pass for this run's output if this run dies.
+    out_path.unlink(missing_ok=True)
+    partial = out_path.with_name(out_path.name + ".partial")
+    partial.mkdir(exist_ok=True)
+    n_chunks = -(-len(keys) // chunk_size)
+    wanted = {_chunk_path(partial, i).name for i in range(n_chunks)}
+    for leftover in partial.iterdir():  # temp files of a killed write, other chunkings
+        if leftover.name not in wanted:
+            leftover.unlink()
+
+    n_reused = 0
+    encode_s = load_s = 0.0
+    grids: set[str] = set()
+    chunk_paths: list[Path] = []
+    bar = tqdm(
+        total=len(keys),
+        unit=_UNITS[modality],
+        desc=out_path.name,
+        file=sys.stderr,
+        mininterval=_PROGRESS_INTERVAL_S,
+        disable=not progress,
+    )
+    with bar:
+        for index in range(n_chunks):
+            chunk_keys = keys[index * chunk_size : (index + 1) * chunk_size]
+            path = _chunk_path(partial, index)
+            meta = _reusable_chunk(path, fingerprint, modality, chunk_keys)
+            if meta is not None:
+                n_reused += len(chunk_keys)
+                bar.update(len(chunk_keys))
+            else:
+                tensors, timing = _encode_chunk(
+                    chunk_keys, load_batch, encode, modality, batch_size, clock, bar
+                )
+                meta = {
+                    "fingerprint": fingerprint,
+                    "modality": modality,
+                    "keys": json.dumps(chunk_keys),
+                    **timing,
+                }
+                tmp = path.with_name(path.name + ".tmp")
+                save_file(tensors, str(tmp), metadata=meta)
+                _fsync_replace(tmp, path)
+                del tensors  # at most one chunk's features in memory
+            encode_s += float(meta["encode_seconds"])
+            load_s += float(meta["load_seconds"])
+            if "grid" in meta:
+                grids.add(meta["grid"])
+            chunk_paths.append(path)
+
+    if len(grids) > 1:
+        raise ValueError(f"chunks of {out_path.name} disagree on the token grid: {sorted(grids)}")
+    items_per_second = len(keys) / encode_s if encode_s > 0 else 0.0
+    metadata = {
+        "keys": json.dumps(keys),
+        "modality": modality,
+        "fingerprint": fingerprint,
+        "n": str(len(keys)),
+        "encode_seconds": f"{encode_s:.6f}",
+        "load_seconds": f"{load_s:.6f}",
+        "items_per_second": f"{items_per_second:.3f}",
+    }
+    if modality == "vision":
+        metadata["grid"] = grids.pop() if grids else "null"
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    if chunk_paths:
+        with safe_open(str(chunk_paths[0]), framework="pt") as f:
+            tokens_shape = f.get_slice("tokens").get_shape()
+        metadata["dim"] = str(tokens_shape[2])
+        metadata["n_tokens"] = str(tokens_shape[1])
+        _write_concatenated(chunk_paths, FIELDS[modality], metadata, tmp)
+    else:
+        metadata["dim"] = metadata["n_tokens"] = "0"
+        save_file(_empty_tensors(modality), str(tmp), metadata=metadata)
+    _fsync_replace(tmp, out_path)
+    shutil.rmtree(partial)
+    return {
+        "path": str(out_path),
+        "n": len(keys),
+        "n_reused": n_reused,
+        "n_encoded": len(keys) - n_reused,
+        "encode_seconds": encode_s,
+        "load_seconds": load_s,
+        "items_per_second": items_per_second,
+        "wall_seconds": time.perf_counter() - wall_start,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _shard_header(path: Path) -> dict[str, Any]:
+    """A shard's metadata and tensor shapes, read from the header only."""
+    if not path.is_file():
+        raise FileNotFoundError(f"feature shard {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            names = f.keys()  # a safe_open handle is not iterable itself
+            shapes = {name: f.get_slice(name).get_shape() for name in names}
+    except Exception as exc:
+        raise ValueError(
+            f"feature shard {path.name} is not a readable safetensors file: {exc}"
+        ) from exc
+    missing = [k for k in ("keys", "modality", "fingerprint", "dim", "n") if k not in meta]
+    if missing:
+        raise ValueError(f"feature shard {path.name} lacks metadata {missing}")
+    keys = json.loads(meta["keys"])
+    if not len(keys) == int(meta["n"]) == shapes["global"][0]:
+        raise ValueError(
+            f"feature shard {path.name} has {len(keys)} keys, n={meta['n']} and "
+            f"{shapes['global'][0]} rows"
+        )
+    grid = json.loads(meta["grid"]) if "grid" in meta else None
+    return {
+        "path": path,
+        "meta": meta,
+        "keys": keys,
+        "n": len(keys),
+        "dim": int(meta["dim"]),
+        "n_tokens": shapes["tokens"][1],
+        "grid": grid,
+    }
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    _fsync_replace(tmp, path)
+
+
+def gather_index(shard_paths: Sequence[Path], index_path: Path) -> dict[str, Any]:
+    """Check the shards agree and write index_path (parquet: key, shard, row) + a JSON summary.
+
+    Reads headers only. ``shard`` is the shard file's path relative to the index's folder.
+    """
+    if not shard_paths:
+        raise ValueError("gather_index needs at least one shard")
+    index_path = Path(index_path)
+    shards = [_shard_header(Path(p)) for p in shard_paths]
+    first = shards[0]
+    filled = [s for s in shards if s["n"] > 0]
+    ref = filled[0] if filled else first
+    for shard in shards:
+        name = shard["path"].name
+        for key in ("modality", "fingerprint"):
+            if shard["meta"][key] != first["meta"][key]:
+                raise ValueError(
+                    f"feature shard {name} has {key} {shard['meta'][key]!r} but "
+                    f"{first['path'].name} has {first['meta'][key]!r}; re-run the stale shard"
+                )
+        if shard["n"] == 0:
+            continue
+        for key in ("dim", "n_tokens", "grid"):
+            if shard[key] != ref[key]:
+                raise ValueError(
+                    f"feature shard {name} has {key} {shard[key]} but "
+                    f"{ref['path'].name} has {ref[key]}"
+                )
+
+    owner: dict[str, str] = {}
+    for shard in shards:
+        for key in shard["keys"]:
+            if key in owner:
+                raise ValueError(
+                    f"duplicate key {key!r} in feature shard {shard['path'].name} "
+                    f"(already in {owner[key]})"
+                )
+            owner[key] = shard["path"].name
+
+    index_dir = index_path.parent
+    index_dir.mkdir(parents=True, exist_ok=True)
+    rel = [os.path.relpath(s["path"], index_dir) for s in shards]
+    table = pl.DataFrame(
+        {
+            "key": [k for s in shards for k in s["keys"]],
+            "shard": [r for s, r in zip(shards, rel, strict=True) for _ in range(s["n"])],
+            "row": [i for s in shards for i in range(s["n"])],
+        },
+        schema={"key": pl.String, "shard": pl.String, "row": pl.Int64},
+    )
+
+    total_s = sum(float(s["meta"].get("encode_seconds", 0)) for s in shards)
+    n = sum(s["n"] for s in shards)
+    summary = {
+        "modality": first["meta"]["modality"],
+        "fingerprint": first["meta"]["fingerprint"],
+        "dim": ref["dim"],
+        "n_tokens": ref["n_tokens"],
+        "grid": ref["grid"],
+        "n": n,
+        "shards": [
+            {
+                "file": r,
+                "n": s["n"],
+                "encode_seconds": float(s["meta"].get("encode_seconds", 0)),
+                "items_per_second": float(s["meta"].get("items_per_second", 0)),
+            }
+            for s, r in zip(shards, rel, strict=True)
+        ],
+        # Shards may run in parallel; this is the throughput of one encoding process.
+        "encode_seconds": total_s,
+        "items_per_second": n / total_s if total_s > 0 else 0.0,
+    }
+    _write_atomic(index_path, lambda tmp: table.write_parquet(tmp))
+    _write_atomic(
+        index_path.with_suffix(".json"),
+        lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"),
+    )
+    return summary

@@ -1,0 +1,91 @@
+"""A tiny end-to-end run of the DAG that exists, through the real Snakemake CLI."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from vldistill.data.manifest import SPLITS, TABLES
+from vldistill.features.store import FeatureStore
+
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "configs", "profiles")
+
+
+def snakemake(
+    workdir: Path, *args: str, overrides: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    configfiles = ["configs/tiny.yaml", *overrides]  # later files override earlier ones
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--configfile", *configfiles, *args],
+        cwd=workdir, capture_output=True, text=True, timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(repo, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    for name in WORKFLOW_FILES:
+        source = repo / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name)
+        else:
+            shutil.copy(source, workdir / name)
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_produces_every_manifest_and_both_caches(tiny_run):
+    root = tiny_run / "data" / "tiny"
+    for split in SPLITS:
+        for table in TABLES:
+            assert (root / "manifest" / split / f"{table}.parquet").is_file()
+    images = pl.concat([pl.read_parquet(root / "manifest" / s / "images.parquet") for s in SPLITS])
+    vision = FeatureStore(tiny_run / "features/tiny/vision-efficientnet_lite0/index.parquet")
+    assert sorted(vision.keys) == sorted(images["image_id"].to_list())
+    assert vision.dim == 1280 and tuple(vision.grid) == (2, 2)  # 64 px / 32
+    texts = pl.read_parquet(root / "texts.parquet")
+    text = FeatureStore(tiny_run / "features/tiny/text-minilm/index.parquet")
+    assert sorted(text.keys) == sorted(texts["text_id"].to_list())
+    batch = text.get(texts["text_id"].to_list()[:3])
+    assert batch["global"].shape == (3, 384) and batch["tokens"].shape == (3, 24, 384)
+    throughput = pl.read_csv(
+        tiny_run / "features/tiny/vision-efficientnet_lite0/throughput.tsv", separator="\t"
+    )
+    assert throughput["n"].sum() == len(images)
+    assert (throughput["items_per_second_encode"] > 0).all()
+
+
+@pytest.mark.slow
+def test_every_job_has_a_log_and_a_benchmark(tiny_run):
+    logs = sorted(p.relative_to(tiny_run / "logs") for p in (tiny_run / "logs").rglob("*.log"))
+    benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
+    # data, text corpus, 2 modalities x (2 shards + index)
+    assert len(logs) == 8, logs
+    assert len(benchmarks) == 8
+    shard_log = (tiny_run / "logs/tiny/teacher/vision-efficientnet_lite0/shard-000-of-002.log")
+    assert "done in" in shard_log.read_text()
+
+
+@pytest.mark.slow
+def test_up_to_date_run_has_nothing_to_do(tiny_run):
+    result = snakemake(tiny_run, "-n", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_a_text_teacher_edit_reruns_only_the_text_cache(tiny_run):
+    override = tiny_run / "configs" / "text_edit.yaml"
+    override.write_text("teachers:\n  text: {name: minilm, max_length: 16, batch_size: 64}\n")
+    result = snakemake(tiny_run, "-n", overrides=(str(override),))
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "text-minilm/shard-000-of-002" in output
+    assert "text-minilm/index.parquet" in output
+    assert "vision-efficientnet_lite0/shard-000-of-002" not in output
+    assert "rule data_synthetic" not in output
