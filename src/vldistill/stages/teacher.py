@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,12 +22,6 @@ from vldistill.teachers.factory import (
 log = logging.getLogger(__name__)
 
 MODALITIES = ("vision", "text")
-
-
-def fingerprint(modality: str, teacher: dict) -> str:
-    """Identifies what produced a cached feature: a resumed chunk must share it."""
-    blob = json.dumps({"modality": modality, "teacher": teacher}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def image_items(root: str | Path, image_manifests: list[str | Path]) -> pl.DataFrame:
@@ -92,7 +85,7 @@ def cache_teacher_shard(
         Path(out_path),
         batch_size=cfg.batch_size,
         chunk_size=features.get("chunk_size", 512),
-        fingerprint=fingerprint(modality, teacher),
+        fingerprint=cfg.fingerprint(),
         modality=modality,
     )
     log.info("shard stats: %s", json.dumps(stats))
