@@ -19,8 +19,8 @@ export TRANSFORMERS_OFFLINE := 1
 # torch/torchvision go first, pinned, so no later requirement can pull another build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet --quiet -e ".[dev]"
 	touch $@
 
 venv: $(STAMP)

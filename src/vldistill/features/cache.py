@@ -1,10 +1,19 @@
 """Write teacher features to sharded, resumable fp16 safetensors files and index them.
 
-One shard = one safetensors file with tensors ``global`` [N, D], ``tokens`` [N, T, D] (float16)
-and, for text, ``mask`` [N, T] (bool), plus string metadata (keys in row order, modality,
-fingerprint, dim, grid, timings). While a shard is being encoded, finished chunks of
-``chunk_size`` items are kept in ``<out>.partial/`` so a killed job resumes where it stopped;
-the final file appears under its name only once complete (temporary name, then os.replace).
+One shard = one safetensors file, rows in key order, plus string metadata (keys in row order,
+modality, fingerprint, n, dim, n_tokens, grid for vision, timings):
+
+- vision: ``global`` [N, D] and ``tokens`` [N, T, D] (float16), T = grid_h * grid_w.
+- text: ``global`` [N, D] (float16), ``tokens`` [R, D] (float16) and ``offsets`` [N + 1]
+  (int64). Token states are packed: only each text's real tokens (where the encoder's mask is
+  True) are kept, concatenated in key order, so text i owns rows ``offsets[i]:offsets[i + 1]``
+  and R = offsets[N] is the total number of real tokens. Masks must be prefixes (real tokens
+  first, then padding), so the padded [N, L, D] tokens and [N, L] mask are recovered from the
+  offsets alone; metadata ``n_tokens`` is the padded length L (the teacher's max_length).
+
+While a shard is being encoded, finished chunks of ``chunk_size`` items (same layout as a
+shard) are kept in ``<out>.partial/`` so a killed job resumes where it stopped; the final file
+appears under its name only once complete (temporary name, then os.replace).
 """
 
 from __future__ import annotations
@@ -30,12 +39,18 @@ from tqdm import tqdm
 from vldistill.teachers.base import ImageFeatures, TextFeatures
 
 MODALITIES: tuple[str, ...] = ("vision", "text")
+# What a reader (FeatureStore.get) can ask for; text tokens and mask come back padded.
 FIELDS: dict[str, tuple[str, ...]] = {
     "vision": ("global", "tokens"),
     "text": ("global", "tokens", "mask"),
 }
+# The tensors a shard or chunk file holds, in file order.
+SHARD_TENSORS: dict[str, tuple[str, ...]] = {
+    "vision": ("global", "tokens"),
+    "text": ("global", "tokens", "offsets"),
+}
 _UNITS = {"vision": "img", "text": "txt"}
-_DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "BOOL": 1, "U8": 1}
+_DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "BOOL": 1, "U8": 1, "I64": 8}
 _PROGRESS_INTERVAL_S = 10.0  # one progress line every few seconds keeps job logs short
 
 
@@ -52,12 +67,14 @@ def shard_slice(n_items: int, shard: int, n_shards: int) -> slice:
     return slice(start, start + size + (1 if shard < extra else 0))
 
 
-def _to_tensors(feats: ImageFeatures | TextFeatures, modality: str, n: int) -> dict:
+def _to_tensors(feats: ImageFeatures | TextFeatures, modality: str, keys: list[str]) -> dict:
+    """fp16 tensors of one batch; for text, packed ``tokens`` [R, D] and ``lengths`` [B]."""
     expected = ImageFeatures if modality == "vision" else TextFeatures
     if not isinstance(feats, expected):
         raise TypeError(
             f"{modality} encoder returned {type(feats).__name__}, expected {expected.__name__}"
         )
+    n = len(keys)
     out = {
         "global": feats.global_emb.detach().cpu().to(torch.float16).contiguous(),
         "tokens": feats.tokens.detach().cpu().to(torch.float16).contiguous(),
@@ -72,6 +89,26 @@ def _to_tensors(feats: ImageFeatures | TextFeatures, modality: str, n: int) -> d
             f"encoder returned tokens {tuple(out['tokens'].shape)} that do not "
             f"match global {tuple(out['global'].shape)}"
         )
+    if modality == "text":
+        mask = out.pop("mask")
+        if mask.shape != out["tokens"].shape[:2]:
+            raise ValueError(
+                f"encoder returned mask {tuple(mask.shape)} that does not match tokens "
+                f"{tuple(out['tokens'].shape)}"
+            )
+        lengths = mask.sum(dim=1)
+        # Only a prefix mask can be rebuilt from a length, which is all the packed file keeps.
+        prefix = torch.arange(mask.shape[1]) < lengths.unsqueeze(1)
+        bad = torch.nonzero((mask != prefix).any(dim=1)).flatten().tolist()
+        if bad:
+            row = bad[0]
+            raise ValueError(
+                f"text mask of {len(bad)} item(s) is not a prefix (real tokens first, then "
+                f"padding), which the packed text cache requires; first: key {keys[row]!r} "
+                f"with mask {mask[row].int().tolist()}"
+            )
+        out["tokens"] = out["tokens"][mask]  # real tokens only, row-major: key order
+        out["lengths"] = lengths.to(torch.int64)
     return out
 
 
@@ -92,12 +129,16 @@ def _reusable_chunk(path: Path, fingerprint: str, modality: str, keys: list[str]
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+            names = set(f.keys())
     except Exception:  # an unreadable chunk is simply encoded again
-        meta = {}
+        meta, names = {}, set()
     if (
         meta.get("fingerprint") == fingerprint
         and meta.get("modality") == modality
         and meta.get("keys") == json.dumps(keys)
+        # A chunk in another layout (e.g. padded text from an older version) is re-encoded.
+        and names == set(SHARD_TENSORS[modality])
+        and (modality != "text" or "n_tokens" in meta)
     ):
         return meta
     path.unlink()
@@ -113,9 +154,10 @@ def _encode_chunk(
     clock: Callable[[], float],
     bar: tqdm,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in FIELDS[modality]}
+    parts: dict[str, list[torch.Tensor]] = {}
     encode_s = load_s = 0.0
     grid = None
+    n_tokens = None
     for start in range(0, len(keys), batch_size):
         batch_keys = keys[start : start + batch_size]
         t0 = clock()
@@ -127,16 +169,43 @@ def _encode_chunk(
             raise ValueError(f"load_batch returned {len(items)} items for {len(batch_keys)} keys")
         load_s += t1 - t0
         encode_s += t2 - t1
-        for name, tensor in _to_tensors(feats, modality, len(batch_keys)).items():
-            parts[name].append(tensor)
+        for name, tensor in _to_tensors(feats, modality, batch_keys).items():
+            parts.setdefault(name, []).append(tensor)
         if modality == "vision":
             grid = list(feats.grid)
+        else:
+            # Packed rows lose the padded width, so it must be one value per chunk.
+            width = int(feats.tokens.shape[1])
+            if n_tokens is not None and width != n_tokens:
+                raise ValueError(
+                    f"text encoder padded one batch to {n_tokens} tokens and another to {width}"
+                )
+            n_tokens = width
         bar.update(len(batch_keys))
     tensors = {name: torch.cat(chunks) for name, chunks in parts.items()}
     meta = {"encode_seconds": f"{encode_s:.6f}", "load_seconds": f"{load_s:.6f}"}
     if grid is not None:
         meta["grid"] = json.dumps(grid)
+    if modality == "text":
+        lengths = tensors.pop("lengths")
+        tensors["offsets"] = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, dim=0)])
+        meta["n_tokens"] = str(n_tokens)
     return tensors, meta
+
+
+def _check_offsets(offsets: torch.Tensor, n: int, n_rows: int, where: str) -> None:
+    """Offsets of ``n`` texts over ``n_rows`` packed token rows: 0, non-decreasing, n_rows."""
+    if (
+        offsets.dtype != torch.int64
+        or offsets.shape != (n + 1,)
+        or int(offsets[0]) != 0
+        or int(offsets[-1]) != n_rows
+        or bool((offsets.diff() < 0).any())
+    ):
+        raise ValueError(
+            f"{where} has offsets {offsets.dtype} {tuple(offsets.shape)} that are not 0, "
+            f"non-decreasing, up to its {n_rows} token rows, one more than its {n} items"
+        )
 
 
 def _write_concatenated(
@@ -146,24 +215,38 @@ def _write_concatenated(
 
     Streams chunk by chunk, so memory stays at one chunk's tensors whatever the shard size; the
     layout (8-byte header length, JSON header padded to 8 bytes, raw row-major data) is the
-    safetensors format, which safe_open reads like any other file.
+    safetensors format, which safe_open reads like any other file. ``offsets`` (packed text) is
+    concatenated as one index: each chunk after the first drops its leading 0 and is shifted by
+    the number of token rows before it.
     """
+    shapes: dict[str, list[list[int]]] = {name: [] for name in names}
+    dtypes: dict[str, set[str]] = {name: set() for name in names}
+    for path in chunks:
+        with safe_open(str(path), framework="pt") as f:
+            for name in names:
+                piece = f.get_slice(name)
+                shapes[name].append(piece.get_shape())
+                dtypes[name].add(piece.get_dtype())
+            if "offsets" in names:  # small (items + 1 integers); checked before any byte is out
+                _check_offsets(
+                    f.get_tensor("offsets"),
+                    f.get_slice("global").get_shape()[0],
+                    f.get_slice("tokens").get_shape()[0],
+                    f"chunk {path.name} of {out.name}",
+                )
     header: dict[str, Any] = {"__metadata__": metadata}
     offset = 0
     for name in names:
-        shapes, dtypes = [], set()
-        for path in chunks:
-            with safe_open(str(path), framework="pt") as f:
-                piece = f.get_slice(name)
-                shapes.append(piece.get_shape())
-                dtypes.add(piece.get_dtype())
-        if len({tuple(s[1:]) for s in shapes}) > 1 or len(dtypes) > 1:
+        if len({tuple(s[1:]) for s in shapes[name]}) > 1 or len(dtypes[name]) > 1:
             raise ValueError(
-                f"chunks of {out.name} disagree on {name!r}: shapes {shapes}, "
-                f"dtypes {sorted(dtypes)}"
+                f"chunks of {out.name} disagree on {name!r}: shapes {shapes[name]}, "
+                f"dtypes {sorted(dtypes[name])}"
             )
-        shape = [sum(s[0] for s in shapes), *shapes[0][1:]]
-        dtype = dtypes.pop()
+        rows = sum(s[0] for s in shapes[name])
+        if name == "offsets":
+            rows -= len(chunks) - 1  # one shared boundary between neighbouring chunks
+        shape = [rows, *shapes[name][0][1:]]
+        dtype = dtypes[name].pop()
         size = _DTYPE_BYTES[dtype]
         for dim in shape:
             size *= dim
@@ -175,20 +258,25 @@ def _write_concatenated(
         dst.write(struct.pack("<Q", len(blob)))
         dst.write(blob)
         for name in names:
-            for path in chunks:
+            shift = 0
+            for index, path in enumerate(chunks):
                 with safe_open(str(path), framework="pt") as f:
                     tensor = f.get_tensor(name).contiguous()
+                if name == "offsets":
+                    rows_before = shift
+                    shift += int(tensor[-1])
+                    tensor = (tensor if index == 0 else tensor[1:]) + rows_before
                 dst.write(tensor.view(torch.uint8).numpy().tobytes())
 
 
 def _empty_tensors(modality: str) -> dict[str, torch.Tensor]:
     # An empty shard (more shards than items) still gets a valid file so the gather step runs.
-    out = {
-        "global": torch.zeros(0, 0, dtype=torch.float16),
-        "tokens": torch.zeros(0, 0, 0, dtype=torch.float16),
-    }
+    out = {"global": torch.zeros(0, 0, dtype=torch.float16)}
     if modality == "text":
-        out["mask"] = torch.zeros(0, 0, dtype=torch.bool)
+        out["tokens"] = torch.zeros(0, 0, dtype=torch.float16)
+        out["offsets"] = torch.zeros(1, dtype=torch.int64)
+    else:
+        out["tokens"] = torch.zeros(0, 0, 0, dtype=torch.float16)
     return out
 
 
@@ -236,6 +324,7 @@ def cache_shard(
     n_reused = 0
     encode_s = load_s = 0.0
     grids: set[str] = set()
+    widths: set[str] = set()
     chunk_paths: list[Path] = []
     bar = tqdm(
         total=len(keys),
@@ -271,10 +360,16 @@ def cache_shard(
             load_s += float(meta["load_seconds"])
             if "grid" in meta:
                 grids.add(meta["grid"])
+            if "n_tokens" in meta:
+                widths.add(meta["n_tokens"])
             chunk_paths.append(path)
 
     if len(grids) > 1:
         raise ValueError(f"chunks of {out_path.name} disagree on the token grid: {sorted(grids)}")
+    if len(widths) > 1:
+        raise ValueError(
+            f"chunks of {out_path.name} disagree on the padded text length: {sorted(widths)}"
+        )
     items_per_second = len(keys) / encode_s if encode_s > 0 else 0.0
     metadata = {
         "keys": json.dumps(keys),
@@ -291,9 +386,10 @@ def cache_shard(
     if chunk_paths:
         with safe_open(str(chunk_paths[0]), framework="pt") as f:
             tokens_shape = f.get_slice("tokens").get_shape()
-        metadata["dim"] = str(tokens_shape[2])
-        metadata["n_tokens"] = str(tokens_shape[1])
-        _write_concatenated(chunk_paths, FIELDS[modality], metadata, tmp)
+        metadata["dim"] = str(tokens_shape[-1])
+        # Packed text rows do not show the padded width, so it comes from the chunks' metadata.
+        metadata["n_tokens"] = widths.pop() if modality == "text" else str(tokens_shape[1])
+        _write_concatenated(chunk_paths, SHARD_TENSORS[modality], metadata, tmp)
     else:
         metadata["dim"] = metadata["n_tokens"] = "0"
         save_file(_empty_tensors(modality), str(tmp), metadata=metadata)
@@ -321,6 +417,7 @@ def _shard_header(path: Path) -> dict[str, Any]:
             meta = f.metadata() or {}
             names = f.keys()  # a safe_open handle is not iterable itself
             shapes = {name: f.get_slice(name).get_shape() for name in names}
+            dtypes = {name: f.get_slice(name).get_dtype() for name in names}
     except Exception as exc:
         raise ValueError(
             f"feature shard {path.name} is not a readable safetensors file: {exc}"
@@ -328,20 +425,51 @@ def _shard_header(path: Path) -> dict[str, Any]:
     missing = [k for k in ("keys", "modality", "fingerprint", "dim", "n") if k not in meta]
     if missing:
         raise ValueError(f"feature shard {path.name} lacks metadata {missing}")
-    keys = json.loads(meta["keys"])
-    if not len(keys) == int(meta["n"]) == shapes["global"][0]:
+    modality = meta["modality"]
+    if modality not in MODALITIES:
+        raise ValueError(f"feature shard {path.name} has unknown modality {modality!r}")
+    expected = set(SHARD_TENSORS[modality])
+    if set(shapes) != expected:
         raise ValueError(
-            f"feature shard {path.name} has {len(keys)} keys, n={meta['n']} and "
+            f"feature shard {path.name} holds tensors {sorted(shapes)}, a {modality} shard "
+            f"holds {sorted(expected)} (written by another version?); re-run the shard"
+        )
+    keys = json.loads(meta["keys"])
+    n = len(keys)
+    if not n == int(meta["n"]) == shapes["global"][0]:
+        raise ValueError(
+            f"feature shard {path.name} has {n} keys, n={meta['n']} and "
             f"{shapes['global'][0]} rows"
+        )
+    dim = int(meta["dim"])
+    tokens = shapes["tokens"]
+    if modality == "text":
+        if "n_tokens" not in meta:
+            raise ValueError(f"feature shard {path.name} lacks metadata ['n_tokens']")
+        n_tokens = int(meta["n_tokens"])
+        # Packed: one token row per real token, so the row count is not N; offsets has N + 1.
+        if shapes["offsets"] != [n + 1] or dtypes["offsets"] != "I64":
+            raise ValueError(
+                f"feature shard {path.name} has offsets {dtypes['offsets']} "
+                f"{shapes['offsets']}, expected I64 [{n + 1}] for {n} items"
+            )
+        tokens_ok = len(tokens) == 2 and tokens[0] <= n * n_tokens
+    else:
+        n_tokens = tokens[1] if len(tokens) == 3 else -1
+        tokens_ok = len(tokens) == 3 and tokens[0] == n
+    if n > 0 and (not tokens_ok or tokens[-1] != dim or shapes["global"][1] != dim):
+        raise ValueError(
+            f"feature shard {path.name} has global {shapes['global']} and tokens {tokens} "
+            f"that do not fit {n} {modality} items of dim {dim} and n_tokens {n_tokens}"
         )
     grid = json.loads(meta["grid"]) if "grid" in meta else None
     return {
         "path": path,
         "meta": meta,
         "keys": keys,
-        "n": len(keys),
-        "dim": int(meta["dim"]),
-        "n_tokens": shapes["tokens"][1],
+        "n": n,
+        "dim": dim,
+        "n_tokens": n_tokens,
         "grid": grid,
     }
 

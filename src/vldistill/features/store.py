@@ -1,4 +1,11 @@
-"""Read teacher features by key from a gathered cache (index parquet + JSON + shard files)."""
+"""Read teacher features by key from a gathered cache (index parquet + JSON + shard files).
+
+Vision shards hold ``tokens`` [N, T, D] and are sliced directly. Text shards hold
+packed token rows (``tokens`` [R, D], text i at ``offsets[i]:offsets[i + 1]``, see
+vldistill.features.cache); a lookup reads the offsets of the wanted rows, then their token
+rows, and returns them zero-padded to ``n_tokens`` with the matching prefix ``mask``, the same
+[B, L, D] / [B, L] tensors a padded file would give.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ class FeatureStore:
 
     Shards are opened lazily (memory-mapped by safetensors) and a lookup reads only the rows
     it needs, as contiguous runs via ``get_slice``. Values come back as stored (float16, mask
-    bool) unless ``dtype`` is given.
+    bool) unless ``dtype`` is given; text tokens are zero at padding positions.
     """
 
     def __init__(self, index_path: str | Path) -> None:
@@ -117,12 +124,10 @@ class FeatureStore:
             rows, inverse = np.unique(locs[positions, 1], return_inverse=True)
             # Contiguous runs of the sorted rows: one read each.
             breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-            runs = np.split(rows, breaks)
-            handle = self._shard(int(shard))
+            runs = [(int(run[0]), int(run[-1]) + 1) for run in np.split(rows, breaks)]
+            blocks = self._read_runs(int(shard), runs, fields)
             for name in fields:
-                sliced = handle.get_slice(name)
-                block = torch.cat([sliced[int(run[0]) : int(run[-1]) + 1] for run in runs])
-                parts[name].append((positions, block[torch.from_numpy(inverse)]))
+                parts[name].append((positions, blocks[name][torch.from_numpy(inverse)]))
         out = {}
         for name in fields:
             first = parts[name][0][1]
@@ -132,4 +137,45 @@ class FeatureStore:
             if dtype is not None and name != "mask":
                 result = result.to(dtype)
             out[name] = result
+        return out
+
+    def _read_runs(
+        self, shard: int, runs: list[tuple[int, int]], fields: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """``fields`` of rows [start, stop) of each run, concatenated in run order."""
+        handle = self._shard(shard)
+        out: dict[str, torch.Tensor] = {}
+        direct = ("global",) if self.modality == "text" else ("global", "tokens")
+        for name in fields:
+            if name in direct:
+                sliced = handle.get_slice(name)
+                out[name] = torch.cat([sliced[start:stop] for start, stop in runs])
+        if self.modality != "text" or not {"tokens", "mask"} & set(fields):
+            return out
+        offsets = handle.get_slice("offsets")
+        # One read per run of its bounds; run i contributes sizes[i] + 1 entries to ``bounds``.
+        sizes = np.array([stop - start for start, stop in runs], dtype=np.int64)
+        bounds = torch.cat([offsets[start : stop + 1] for start, stop in runs]).numpy()
+        last = np.cumsum(sizes + 1) - 1  # each run's closing bound
+        is_start = np.ones(len(bounds), dtype=bool)
+        is_start[last] = False
+        lengths = np.diff(bounds)[is_start[:-1]]
+        if len(lengths) and (lengths.min() < 0 or lengths.max() > self.n_tokens):
+            raise ValueError(
+                f"feature shard {self._shard_files[shard]} has offsets outside "
+                f"0..{self.n_tokens} tokens per text"
+            )
+        # Masks are prefixes (checked when writing), so a length rebuilds one.
+        mask = torch.arange(self.n_tokens) < torch.from_numpy(lengths).unsqueeze(1)
+        if "mask" in fields:
+            out["mask"] = mask
+        if "tokens" in fields:
+            packed = handle.get_slice("tokens")
+            first = bounds[last - sizes]
+            rows = torch.cat(
+                [packed[int(a) : int(b)] for a, b in zip(first, bounds[last], strict=True)]
+            )
+            padded = rows.new_zeros((len(lengths), self.n_tokens, self.dim))
+            padded[mask] = rows
+            out["tokens"] = padded
         return out
