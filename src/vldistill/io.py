@@ -17,6 +17,8 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        with open(tmp, "rb+") as handle:  # on disk before the rename makes it visible
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

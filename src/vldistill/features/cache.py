@@ -36,6 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from vldistill.io import atomic_output, write_json
 from vldistill.teachers.base import ImageFeatures, TextFeatures
 
 MODALITIES: tuple[str, ...] = ("vision", "text")
@@ -110,12 +111,6 @@ def _to_tensors(feats: ImageFeatures | TextFeatures, modality: str, keys: list[s
         out["tokens"] = out["tokens"][mask]  # real tokens only, row-major: key order
         out["lengths"] = lengths.to(torch.int64)
     return out
-
-
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _chunk_path(partial: Path, index: int) -> Path:
@@ -352,9 +347,8 @@ def cache_shard(
                     "keys": json.dumps(chunk_keys),
                     **timing,
                 }
-                tmp = path.with_name(path.name + ".tmp")
-                save_file(tensors, str(tmp), metadata=meta)
-                _fsync_replace(tmp, path)
+                with atomic_output(path) as tmp:
+                    save_file(tensors, str(tmp), metadata=meta)
                 del tensors  # at most one chunk's features in memory
             encode_s += float(meta["encode_seconds"])
             load_s += float(meta["load_seconds"])
@@ -382,18 +376,17 @@ def cache_shard(
     }
     if modality == "vision":
         metadata["grid"] = grids.pop() if grids else "null"
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    if chunk_paths:
-        with safe_open(str(chunk_paths[0]), framework="pt") as f:
-            tokens_shape = f.get_slice("tokens").get_shape()
-        metadata["dim"] = str(tokens_shape[-1])
-        # Packed text rows do not show the padded width, so it comes from the chunks' metadata.
-        metadata["n_tokens"] = widths.pop() if modality == "text" else str(tokens_shape[1])
-        _write_concatenated(chunk_paths, SHARD_TENSORS[modality], metadata, tmp)
-    else:
-        metadata["dim"] = metadata["n_tokens"] = "0"
-        save_file(_empty_tensors(modality), str(tmp), metadata=metadata)
-    _fsync_replace(tmp, out_path)
+    with atomic_output(out_path) as tmp:
+        if chunk_paths:
+            with safe_open(str(chunk_paths[0]), framework="pt") as f:
+                tokens_shape = f.get_slice("tokens").get_shape()
+            metadata["dim"] = str(tokens_shape[-1])
+            # Packed text rows do not show the padded width: it comes from the chunks' metadata.
+            metadata["n_tokens"] = widths.pop() if modality == "text" else str(tokens_shape[1])
+            _write_concatenated(chunk_paths, SHARD_TENSORS[modality], metadata, tmp)
+        else:
+            metadata["dim"] = metadata["n_tokens"] = "0"
+            save_file(_empty_tensors(modality), str(tmp), metadata=metadata)
     shutil.rmtree(partial)
     return {
         "path": str(out_path),
@@ -474,12 +467,6 @@ def _shard_header(path: Path) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    _fsync_replace(tmp, path)
-
-
 def gather_index(shard_paths: Sequence[Path], index_path: Path) -> dict[str, Any]:
     """Check the shards agree and write index_path (parquet: key, shard, row) + a JSON summary.
 
@@ -553,9 +540,7 @@ def gather_index(shard_paths: Sequence[Path], index_path: Path) -> dict[str, Any
         "encode_seconds": total_s,
         "items_per_second": n / total_s if total_s > 0 else 0.0,
     }
-    _write_atomic(index_path, lambda tmp: table.write_parquet(tmp))
-    _write_atomic(
-        index_path.with_suffix(".json"),
-        lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"),
-    )
+    with atomic_output(index_path) as tmp:
+        table.write_parquet(tmp)
+    write_json(summary, index_path.with_suffix(".json"))
     return summary
