@@ -683,17 +683,23 @@ def _size_plan(scene: Scene, rng: np.random.Generator, a: SceneObject, size: str
     )
 
 
+def _wrong_values(
+    rng: np.random.Generator, in_scene: list[str], vocab: Sequence[str], right: str
+) -> list[str]:
+    """Three wrong attribute values: those seen in the scene first (plausible at a glance)."""
+    seen = list(dict.fromkeys(v for v in in_scene if v != right))
+    seen = [seen[int(i)] for i in rng.permutation(len(seen))]
+    others = [v for v in vocab if v != right and v not in seen]
+    others = [others[int(i)] for i in rng.permutation(len(others))]
+    return (seen + others)[:3]
+
+
 def _color_plans(scene: Scene, rng: np.random.Generator) -> list[Callable[[], _VcrPlan]]:
     return [lambda a=a: _color_plan(scene, rng, a) for a in _unique_by(scene.objects, "shape")]
 
 
 def _color_plan(scene: Scene, rng: np.random.Generator, a: SceneObject) -> _VcrPlan:
-    # wrong colours: those of other objects first (plausible at a glance), then any others
-    seen_colors = list(dict.fromkeys(o.color for o in scene.objects if o.color != a.color))
-    seen_colors = [seen_colors[int(i)] for i in rng.permutation(len(seen_colors))]
-    others = [c for c in COLORS if c != a.color and c not in seen_colors]
-    others = [others[int(i)] for i in rng.permutation(len(others))]
-    wrong = (seen_colors + others)[:3]
+    wrong = _wrong_values(rng, [o.color for o in scene.objects], COLORS, right=a.color)
     subject = "the only shape" if len(scene.objects) == 1 else f"the {a.shape}"
     return _VcrPlan(
         question=f"what color is {subject}?",
@@ -712,11 +718,7 @@ def _shape_plans(scene: Scene, rng: np.random.Generator) -> list[Callable[[], _V
 
 
 def _shape_plan(scene: Scene, rng: np.random.Generator, a: SceneObject) -> _VcrPlan:
-    seen_shapes = list(dict.fromkeys(o.shape for o in scene.objects if o.shape != a.shape))
-    seen_shapes = [seen_shapes[int(i)] for i in rng.permutation(len(seen_shapes))]
-    others = [s for s in SHAPES if s != a.shape and s not in seen_shapes]
-    others = [others[int(i)] for i in rng.permutation(len(others))]
-    wrong = (seen_shapes + others)[:3]
+    wrong = _wrong_values(rng, [o.shape for o in scene.objects], SHAPES, right=a.shape)
     return _VcrPlan(
         question=f"what shape is the {a.color} object?",
         answers=(a.shape, *wrong),
