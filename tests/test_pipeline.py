@@ -89,3 +89,24 @@ def test_a_text_teacher_edit_reruns_only_the_text_cache(tiny_run):
     assert "text-minilm/index.parquet" in output
     assert "vision-efficientnet_lite0/shard-000-of-002" not in output
     assert "rule data_synthetic" not in output
+
+
+@pytest.mark.slow
+def test_a_shard_lost_before_the_gather_reruns_alone(tiny_run):
+    # As after a run killed during one shard job: that shard and the index are missing.
+    cache = tiny_run / "features/tiny/vision-efficientnet_lite0"
+    moved = {p: p.with_name("kept-" + p.name)
+             for p in (cache / "shard-001-of-002.safetensors", cache / "index.parquet")}
+    for path, kept in moved.items():
+        path.rename(kept)
+    try:
+        result = snakemake(tiny_run, "-n", "--quiet", "rules")
+    finally:
+        for path, kept in moved.items():
+            kept.rename(path)
+    assert result.returncode == 0, result.stderr
+    jobs = dict(
+        line.split()[:2] for line in result.stdout.splitlines()
+        if line.split()[:1] and line.split()[0] in {"teacher_shard", "teacher_index", "all"}
+    )
+    assert jobs == {"teacher_shard": "1", "teacher_index": "1", "all": "1"}, result.stdout
