@@ -20,11 +20,12 @@ def shard_files(wildcards, pattern):
 
 
 rule teacher_shard:
-    """Encode one shard of the images (vision) or texts (text) with the teacher; fp16 safetensors."""
+    """Encode one shard of the images (vision) or texts (text) with the teacher (fp16)."""
     input:
         unpack(teacher_items),
     output:
-        "features/{dataset}/{modality}-{teacher}/shard-{shard}-of-{n}.safetensors",
+        shard="features/{dataset}/{modality}-{teacher}/shard-{shard}-of-{n}.safetensors",
+        stats="features/{dataset}/{modality}-{teacher}/shard-{shard}-of-{n}.stats.json",
     params:
         teacher=lambda wc: config["teachers"][wc.modality],
         features={k: v for k, v in config["features"].items() if k != "shards"},
@@ -45,6 +46,9 @@ rule teacher_index:
     input:
         shards=lambda wc: shard_files(
             wc, "features/{dataset}/{modality}-{teacher}/shard-{shard}-of-{n}.safetensors"
+        ),
+        stats=lambda wc: shard_files(
+            wc, "features/{dataset}/{modality}-{teacher}/shard-{shard}-of-{n}.stats.json"
         ),
         benchmarks=lambda wc: shard_files(
             wc, "benchmarks/runs/{dataset}/teacher/{modality}-{teacher}/shard-{shard}-of-{n}.tsv"

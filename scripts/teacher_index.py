@@ -9,6 +9,7 @@ with rule_logging(smk.log[0], smk.threads) as log:
     summary = gather_teacher_index(
         list(smk.input.shards),
         smk.output.index,
+        list(smk.input.stats),
         list(smk.input.benchmarks),
         smk.output.throughput,
     )

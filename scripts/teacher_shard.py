@@ -25,5 +25,6 @@ with rule_logging(smk.log[0], smk.threads):
         items=items,
         shard=int(wc.shard),
         n_shards=int(wc.n),
-        out_path=smk.output[0],
+        out_path=smk.output.shard,
+        stats_path=smk.output.stats,
     )

@@ -1,5 +1,6 @@
 """A tiny end-to-end run of the DAG that exists, through the real Snakemake CLI."""
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -110,3 +111,13 @@ def test_a_shard_lost_before_the_gather_reruns_alone(tiny_run):
         if line.split()[:1] and line.split()[0] in {"teacher_shard", "teacher_index", "all"}
     )
     assert jobs == {"teacher_shard": "1", "teacher_index": "1", "all": "1"}, result.stdout
+
+
+@pytest.mark.slow
+def test_a_forced_rerun_of_the_shards_gives_identical_bytes(tiny_run):
+    shards = sorted((tiny_run / "features" / "tiny").rglob("shard-*.safetensors"))
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in shards}
+    result = snakemake(tiny_run, "--cores", "2", "--forcerun", "teacher_shard")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in shards}
+    assert len(before) == 4 and after == before

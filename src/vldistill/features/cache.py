@@ -146,7 +146,6 @@ def _encode_chunk(
     encode: Callable,
     modality: str,
     batch_size: int,
-    clock: Callable[[], float],
     bar: tqdm,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     parts: dict[str, list[torch.Tensor]] = {}
@@ -155,11 +154,11 @@ def _encode_chunk(
     n_tokens = None
     for start in range(0, len(keys), batch_size):
         batch_keys = keys[start : start + batch_size]
-        t0 = clock()
+        t0 = time.perf_counter()
         items = load_batch(batch_keys)
-        t1 = clock()
+        t1 = time.perf_counter()
         feats = encode(items)
-        t2 = clock()
+        t2 = time.perf_counter()
         if len(items) != len(batch_keys):
             raise ValueError(f"load_batch returned {len(items)} items for {len(batch_keys)} keys")
         load_s += t1 - t0
@@ -286,14 +285,13 @@ def cache_shard(
     fingerprint: str,
     modality: str,
     progress: bool = True,
-    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
     """Encode ``keys`` (load_batch turns keys into inputs, encode turns inputs into features).
 
     Resumes from the chunks of an earlier, interrupted run that carry the same fingerprint and
     keys. Returns n, n_reused, n_encoded, encode_seconds and load_seconds (summed over all
     chunks, reused ones included, from their recorded times), items_per_second (n over
-    encode_seconds), wall_seconds and peak_rss_mb of this process. ``clock`` times the steps.
+    encode_seconds), wall_seconds and peak_rss_mb of this process.
     """
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
@@ -339,7 +337,7 @@ def cache_shard(
                 bar.update(len(chunk_keys))
             else:
                 tensors, timing = _encode_chunk(
-                    chunk_keys, load_batch, encode, modality, batch_size, clock, bar
+                    chunk_keys, load_batch, encode, modality, batch_size, bar
                 )
                 meta = {
                     "fingerprint": fingerprint,
@@ -365,14 +363,12 @@ def cache_shard(
             f"chunks of {out_path.name} disagree on the padded text length: {sorted(widths)}"
         )
     items_per_second = len(keys) / encode_s if encode_s > 0 else 0.0
+    # No timings in the shard itself: the same inputs must give the same bytes (DVC hashes them).
     metadata = {
         "keys": json.dumps(keys),
         "modality": modality,
         "fingerprint": fingerprint,
         "n": str(len(keys)),
-        "encode_seconds": f"{encode_s:.6f}",
-        "load_seconds": f"{load_s:.6f}",
-        "items_per_second": f"{items_per_second:.3f}",
     }
     if modality == "vision":
         metadata["grid"] = grids.pop() if grids else "null"
@@ -518,7 +514,6 @@ def gather_index(shard_paths: Sequence[Path], index_path: Path) -> dict[str, Any
         schema={"key": pl.String, "shard": pl.String, "row": pl.Int64},
     )
 
-    total_s = sum(float(s["meta"].get("encode_seconds", 0)) for s in shards)
     n = sum(s["n"] for s in shards)
     summary = {
         "modality": first["meta"]["modality"],
@@ -527,18 +522,7 @@ def gather_index(shard_paths: Sequence[Path], index_path: Path) -> dict[str, Any
         "n_tokens": ref["n_tokens"],
         "grid": ref["grid"],
         "n": n,
-        "shards": [
-            {
-                "file": r,
-                "n": s["n"],
-                "encode_seconds": float(s["meta"].get("encode_seconds", 0)),
-                "items_per_second": float(s["meta"].get("items_per_second", 0)),
-            }
-            for s, r in zip(shards, rel, strict=True)
-        ],
-        # Shards may run in parallel; this is the throughput of one encoding process.
-        "encode_seconds": total_s,
-        "items_per_second": n / total_s if total_s > 0 else 0.0,
+        "shards": [{"file": r, "n": s["n"]} for s, r in zip(shards, rel, strict=True)],
     }
     with atomic_output(index_path) as tmp:
         table.write_parquet(tmp)

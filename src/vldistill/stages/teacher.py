@@ -11,7 +11,7 @@ from PIL import Image
 
 from vldistill.data.manifest import read_manifest
 from vldistill.features.cache import cache_shard, gather_index, shard_slice
-from vldistill.io import atomic_output
+from vldistill.io import atomic_output, write_json
 from vldistill.teachers.factory import (
     create_text_teacher,
     create_vision_teacher,
@@ -57,8 +57,12 @@ def cache_teacher_shard(
     shard: int,
     n_shards: int,
     out_path: str | Path,
+    stats_path: str | Path,
 ) -> dict:
-    """Encode shard ``shard`` of ``n_shards`` of ``items`` (key, payload) with the teacher."""
+    """Encode shard ``shard`` of ``n_shards`` of ``items`` (key, payload) with the teacher.
+
+    Timings go to ``stats_path``, not into the shard, so a shard's bytes depend on its inputs only.
+    """
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
     part = items[shard_slice(len(items), shard, n_shards)]
@@ -89,25 +93,31 @@ def cache_teacher_shard(
         modality=modality,
     )
     log.info("shard stats: %s", json.dumps(stats))
+    write_json(stats, stats_path)
     return stats
 
 
 def gather_teacher_index(shard_paths: list[str | Path], index_path: str | Path,
-                         benchmark_paths: list[str | Path], throughput_path: str | Path) -> dict:
+                         stats_paths: list[str | Path], benchmark_paths: list[str | Path],
+                         throughput_path: str | Path) -> dict:
     """Write the index over all shards, and a throughput table that joins each shard's own
     encode timing with its Snakemake benchmark (whole-job wall time, max RSS)."""
     summary = gather_index([Path(p) for p in shard_paths], Path(index_path))
     rows = []
-    for shard, bench_path in zip(summary["shards"], benchmark_paths, strict=True):
+    for shard_path, stats_path, bench_path in zip(
+        shard_paths, stats_paths, benchmark_paths, strict=True
+    ):
+        stats = json.loads(Path(stats_path).read_text())
         bench = pl.read_csv(bench_path, separator="\t")
         job_seconds = float(bench["s"][0])
         rows.append({
-            "shard": shard["file"],
-            "n": shard["n"],
-            "encode_seconds": shard["encode_seconds"],
-            "items_per_second_encode": shard["items_per_second"],
+            "shard": Path(shard_path).name,
+            "n": stats["n"],
+            "n_reused": stats["n_reused"],
+            "encode_seconds": round(stats["encode_seconds"], 3),
+            "items_per_second_encode": round(stats["items_per_second"], 1),
             "job_seconds": job_seconds,
-            "items_per_second_job": shard["n"] / job_seconds if job_seconds > 0 else 0.0,
+            "items_per_second_job": round(stats["n"] / job_seconds, 1) if job_seconds else 0.0,
             "max_rss_mb": float(bench["max_rss"][0]),
         })
     with atomic_output(throughput_path) as tmp:
