@@ -1,0 +1,226 @@
+"""Multimodal Adaptive Distillation (MAD) losses, as this project formulates it (DESIGN.md).
+
+Teacher tokens t_i with salience a_i, teacher global g; student states s_i, projections P:
+
+* token selection (TS): a_i = softmax_i(cos(g, t_i) / tau) over the teacher's real tokens; keep
+  the top ``token_ratio`` of them per instance. Without TS every real token counts, uniformly.
+* L_tok = sum_{i in S} a_i (1 - cos(P s_i, t_i)) / sum_{i in S} a_i, per instance, for vision
+  and text; student grids and sequences are first resampled onto the teacher's.
+* L_glob = 1 - cos(P s_cls, g), for the image and for the text (summed), in every distilling
+  method (it is part of L in DESIGN.md).
+* confidence weighting (CW): w = the teacher's probability of the gold label, normalised to mean 1
+  over the batch; without CW, w = 1. A zero-confidence example contributes no distillation loss.
+* adaptive finetuning (AF): lambda(t) = lambda0 * min(1, ema(student task loss) / teacher loss),
+  i.e. full strength while the student is worse than the teacher's probe, then decaying as the
+  student overtakes it; without AF, lambda = lambda0.
+* L = L_task + lambda(t) * w * (L_tok_vision + L_tok_text + L_glob), averaged over the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+METHODS: tuple[str, ...] = ("baseline", "kd", "mad", "mad-ts", "mad-cw", "mad-af")
+
+
+@dataclass(frozen=True)
+class MadConfig:
+    token_selection: bool = True
+    confidence_weighting: bool = True
+    adaptive: bool = True
+    token_ratio: float = 0.5  # fraction of teacher tokens kept by TS
+    tau: float = 0.1  # salience temperature
+    lambda0: float = 1.0
+    ema: float = 0.9  # smoothing of the student's task loss for AF
+
+    def __post_init__(self) -> None:
+        if not 0 < self.token_ratio <= 1:
+            raise ValueError(f"token_ratio must be in (0, 1], got {self.token_ratio}")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+
+
+def method_config(method: str, **overrides: float) -> MadConfig | None:
+    """The distillation set-up of a compared method; None for ``baseline`` (no teacher)."""
+    switches = {
+        "baseline": None,
+        "kd": dict(token_selection=False, confidence_weighting=False, adaptive=False),
+        "mad": dict(),
+        "mad-ts": dict(token_selection=False),
+        "mad-cw": dict(confidence_weighting=False),
+        "mad-af": dict(adaptive=False),
+    }
+    if method not in switches:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if switches[method] is None:
+        return None
+    return MadConfig(**{**switches[method], **overrides})
+
+
+def salience(teacher_global: torch.Tensor, teacher_tokens: torch.Tensor, mask: torch.Tensor,
+             tau: float) -> torch.Tensor:
+    """a_i = softmax over real tokens of cos(g, t_i) / tau; [B, T], zero on padding."""
+    cos = F.cosine_similarity(teacher_tokens, teacher_global[:, None, :], dim=-1)
+    logits = (cos / tau).masked_fill(~mask, float("-inf"))
+    return torch.softmax(logits, dim=-1).nan_to_num(0.0)  # an all-padding row gives zeros
+
+
+def select_tokens(scores: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Boolean [B, T]: per row, the top ceil(ratio * n_real) real tokens by score."""
+    n_real = mask.sum(dim=1)
+    k = torch.clamp(torch.ceil(n_real * ratio), min=1).long()
+    k = torch.minimum(k, n_real)
+    order = scores.masked_fill(~mask, float("-inf")).argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    return (rank < k[:, None]) & mask
+
+
+def resample_grid(tokens: torch.Tensor, grid: tuple[int, int],
+                  target: tuple[int, int]) -> torch.Tensor:
+    """Student image tokens [B, h*w, D] onto the teacher grid [B, H*W, D] (area or bilinear)."""
+    b, n, d = tokens.shape
+    if n != grid[0] * grid[1]:
+        raise ValueError(f"{n} tokens do not form a {grid[0]}x{grid[1]} grid")
+    if tuple(grid) == tuple(target):
+        return tokens
+    image = tokens.transpose(1, 2).reshape(b, d, grid[0], grid[1])
+    if grid[0] >= target[0] and grid[1] >= target[1]:
+        image = F.adaptive_avg_pool2d(image, target)  # averaging is the faithful downsample
+    else:
+        image = F.interpolate(image, size=target, mode="bilinear", align_corners=False)
+    return image.flatten(2).transpose(1, 2)
+
+
+def resample_sequence(tokens: torch.Tensor, mask: torch.Tensor,
+                      target_mask: torch.Tensor) -> torch.Tensor:
+    """Student text states [B, Ls, D] onto the teacher's token positions [B, Lt, D].
+
+    The tokenizers differ (BPE vs WordPiece), so there is no 1:1 token map; teacher position j of
+    n_t real tokens takes the student's state at the same relative position, floor(j * n_s / n_t).
+    Both sequences start with a start token and end with an end token, so ends map to ends.
+    """
+    n_s = mask.sum(dim=1, keepdim=True).clamp(min=1)
+    n_t = target_mask.sum(dim=1, keepdim=True).clamp(min=1)
+    positions = torch.arange(target_mask.shape[1])[None, :]
+    index = torch.minimum(positions * n_s // n_t, n_s - 1)
+    return torch.gather(tokens, 1, index[:, :, None].expand(-1, -1, tokens.shape[2]))
+
+
+def token_loss(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per instance: sum_i w_i (1 - cos(s_i, t_i)) / sum_i w_i; 0 where all weights are 0."""
+    distance = 1 - F.cosine_similarity(student, teacher.to(student.dtype), dim=-1)
+    total = weights.sum(dim=1)
+    return (weights * distance).sum(dim=1) / total.clamp(min=torch.finfo(total.dtype).tiny)
+
+
+def global_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return 1 - F.cosine_similarity(student, teacher.to(student.dtype), dim=-1)
+
+
+def token_weights(cfg: MadConfig, teacher_global: torch.Tensor, teacher_tokens: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """The a_i of L_tok: salience on the selected tokens (TS) or 1 on every real token."""
+    if not cfg.token_selection:
+        return mask.to(teacher_tokens.dtype)
+    a = salience(teacher_global.float(), teacher_tokens.float(), mask, cfg.tau)
+    return a * select_tokens(a, mask, cfg.token_ratio)
+
+
+def confidence_weights(cfg: MadConfig, p_gold: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """w per instance: the teacher's gold-label probability normalised to mean 1 (CW), else 1."""
+    if not cfg.confidence_weighting or p_gold is None:
+        return torch.ones(batch)
+    if p_gold.shape != (batch,) or (p_gold < 0).any() or (p_gold > 1).any():
+        raise ValueError(f"p_gold must be {batch} probabilities, got {tuple(p_gold.shape)}")
+    mean = p_gold.mean()
+    return p_gold / mean if mean > 0 else torch.zeros_like(p_gold)
+
+
+class AdaptiveLambda:
+    """lambda(t) for AF: lambda0 while the student's (smoothed) task loss is above the teacher
+    probe's loss on the same training data, lambda0 * ratio once it falls below."""
+
+    def __init__(self, cfg: MadConfig, teacher_loss: float | None) -> None:
+        if cfg.adaptive and (teacher_loss is None or not math.isfinite(teacher_loss)
+                             or teacher_loss <= 0):
+            raise ValueError(f"adaptive lambda needs the teacher probe's loss > 0, got "
+                             f"{teacher_loss}")
+        self.cfg = cfg
+        self.teacher_loss = teacher_loss
+        self.smoothed: float | None = None
+
+    def __call__(self, task_loss: float) -> float:
+        if not self.cfg.adaptive:
+            return self.cfg.lambda0
+        beta = self.cfg.ema
+        self.smoothed = task_loss if self.smoothed is None else (
+            beta * self.smoothed + (1 - beta) * task_loss)
+        return self.cfg.lambda0 * min(1.0, self.smoothed / self.teacher_loss)
+
+    def state_dict(self) -> dict:
+        return {"smoothed": self.smoothed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.smoothed = state["smoothed"]
+
+
+@dataclass
+class DistillTargets:
+    """Cached teacher features for a batch (fp16 on disk, any dtype here)."""
+
+    vision_global: torch.Tensor  # [B, Dv]
+    vision_tokens: torch.Tensor  # [B, Tv, Dv]
+    vision_grid: tuple[int, int]
+    text_global: torch.Tensor  # [B, Dt]
+    text_tokens: torch.Tensor  # [B, Lt, Dt]
+    text_mask: torch.Tensor  # [B, Lt] bool
+
+
+@dataclass
+class StudentStates:
+    """Student states already projected into the teacher's spaces by P."""
+
+    vision_tokens: torch.Tensor  # [B, h*w, Dv]
+    vision_grid: tuple[int, int]
+    vision_global: torch.Tensor  # [B, Dv]
+    text_tokens: torch.Tensor  # [B, Ls, Dt]
+    text_mask: torch.Tensor  # [B, Ls] bool
+    text_global: torch.Tensor  # [B, Dt]
+
+
+def distillation_loss(cfg: MadConfig, student: StudentStates, teacher: DistillTargets,
+                      p_gold: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-instance terms and w * (L_tok_vision + L_tok_text + L_glob) averaged over the batch.
+
+    Multiply ``loss`` by lambda(t) and add the task loss to get L.
+    """
+    batch = teacher.vision_global.shape[0]
+    vision_mask = torch.ones(teacher.vision_tokens.shape[:2], dtype=torch.bool)
+    vision_student = resample_grid(student.vision_tokens, student.vision_grid, teacher.vision_grid)
+    tok_vision = token_loss(
+        vision_student, teacher.vision_tokens,
+        token_weights(cfg, teacher.vision_global, teacher.vision_tokens, vision_mask),
+    )
+    text_student = resample_sequence(student.text_tokens, student.text_mask, teacher.text_mask)
+    tok_text = token_loss(
+        text_student, teacher.text_tokens,
+        token_weights(cfg, teacher.text_global, teacher.text_tokens, teacher.text_mask),
+    )
+    glob = (global_loss(student.vision_global, teacher.vision_global)
+            + global_loss(student.text_global, teacher.text_global))
+    w = confidence_weights(cfg, p_gold, batch).to(tok_vision.dtype)
+    per_instance = tok_vision + tok_text + glob
+    return {
+        "loss": (w * per_instance).mean(),
+        "tok_vision": tok_vision.mean().detach(),
+        "tok_text": tok_text.mean().detach(),
+        "glob": glob.mean().detach(),
+        "weights": w.detach(),
+    }
