@@ -1,0 +1,155 @@
+"""Cross-modal towers over the vision pyramid: the fusion encoder and the caption decoder.
+
+FusionEncoder (the MAD student's VL encoder): text states attend to themselves and to all image
+tokens of all pyramid levels. Its pooled output is the fused state at the EOT position, the same
+pooling rule as the text tower: no extra [CLS] token, so positions and the tokenizer's context
+length mean the same thing in every tower.
+
+CaptionDecoder (the Slow model): causal self-attention plus cross-attention, where decoder layer i
+reads pyramid level i counted **coarse to fine** ("progressive upsampling": the first layer sees
+the coarsest grid, the last the finest). With more decoder layers than levels, the extra layers
+all read the finest level. One decoder serves both caption directions: a learned direction
+embedding is added to every input position, and the backward direction reads the caption with its
+content reversed (``reverse_ids``). The LM head is tied to the token embedding, which is shared
+with the text encoder (the embedding dominates the parameter count at a 49k vocabulary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vldistill.models.config import StudentConfig
+from vldistill.models.text import Block, key_padding_mask, pool_at_eot
+from vldistill.models.tokenizer import reverse_ids
+
+DIRECTIONS: tuple[str, ...] = ("forward", "backward")
+
+
+@dataclass
+class FusedOutput:
+    tokens: torch.Tensor  # [B, L, D]
+    pooled: torch.Tensor  # [B, D] LayerNorm of the fused EOT state
+
+
+class FusionEncoder(nn.Module):
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        d = cfg.width
+        self.blocks = nn.ModuleList(
+            Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout, cross=True)
+            for _ in range(cfg.fusion_layers)
+        )
+        self.ln_final = nn.LayerNorm(d)
+        self.ln_pooled = nn.LayerNorm(d)
+
+    def forward(
+        self, image_levels: Sequence[torch.Tensor], text_tokens: torch.Tensor, mask: torch.Tensor
+    ) -> FusedOutput:
+        image = torch.cat(list(image_levels), dim=1)  # all levels: fine detail and global layout
+        attn_mask = key_padding_mask(mask)
+        x = text_tokens
+        for block in self.blocks:
+            x = block(x, attn_mask=attn_mask, context=image)
+        x = self.ln_final(x)
+        return FusedOutput(tokens=x, pooled=self.ln_pooled(pool_at_eot(x, mask)))
+
+
+def coarse_to_fine_schedule(decoder_layers: int, levels: int) -> tuple[int, ...]:
+    """Index into the fine-to-coarse level list read by each decoder layer."""
+    return tuple(max(levels - 1 - i, 0) for i in range(decoder_layers))
+
+
+class CaptionDecoder(nn.Module):
+    def __init__(self, cfg: StudentConfig, token_embedding: nn.Embedding) -> None:
+        super().__init__()
+        d = cfg.width
+        self.token_embedding = token_embedding  # shared with the text tower; also the LM head
+        self.pos_embedding = nn.Parameter(torch.zeros(cfg.context_length, d))
+        self.direction_embedding = nn.Parameter(torch.zeros(len(DIRECTIONS), d))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout, cross=True)
+            for _ in range(cfg.decoder_layers)
+        )
+        self.ln_final = nn.LayerNorm(d)
+        self.level_for_layer = coarse_to_fine_schedule(cfg.decoder_layers, cfg.levels)
+
+    def logits(
+        self, image_levels: Sequence[torch.Tensor], ids: torch.Tensor, direction: str
+    ) -> torch.Tensor:
+        """Next-token logits [B, L, V] for ids already in reading order (no reversal here)."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        length = ids.shape[1]
+        x = self.token_embedding(ids) + self.pos_embedding[:length]
+        x = self.drop(x + self.direction_embedding[DIRECTIONS.index(direction)])
+        causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
+        for block, level in zip(self.blocks, self.level_for_layer, strict=True):
+            x = block(x, attn_mask=causal, context=image_levels[level])
+        return F.linear(self.ln_final(x), self.token_embedding.weight)
+
+    def token_log_probs(
+        self,
+        image_levels: Sequence[torch.Tensor],
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        direction: str = "forward",
+    ) -> torch.Tensor:
+        """[B, L-1]: column t = log p(token t+1 | tokens <= t, image); 0 where t+1 is padding.
+
+        ``ids`` are always given in forward order; "backward" reverses the content here.
+        """
+        if direction == "backward":
+            ids = reverse_ids(ids, mask)
+        # Causal attention makes trailing padding irrelevant, so skip the columns no row uses.
+        n = int(mask.sum(dim=1).max())
+        logits = self.logits(image_levels, ids[:, : n - 1], direction)
+        logp = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:n], reduction="none")
+        logp = logp * mask[:, 1:n]
+        return F.pad(logp, (0, ids.shape[1] - n))
+
+    def caption_log_likelihood(
+        self,
+        image_levels: Sequence[torch.Tensor],
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        direction: str = "forward",
+    ) -> torch.Tensor:
+        """[B]: sum of log p over the real target tokens (content and EOT; SOT is given)."""
+        return self.token_log_probs(image_levels, ids, mask, direction).sum(dim=1)
+
+    def length_normalised_score(
+        self, image_levels: Sequence[torch.Tensor], ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """[B]: h_slow = fwd / len + bwd / len, len = number of target tokens."""
+        n = mask[:, 1:].sum(dim=1).clamp(min=1)
+        fwd = self.caption_log_likelihood(image_levels, ids, mask, "forward")
+        bwd = self.caption_log_likelihood(image_levels, ids, mask, "backward")
+        return fwd / n + bwd / n
+
+    def pairwise_scores(
+        self,
+        image_levels: Sequence[torch.Tensor],
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        max_pairs: int = 256,
+    ) -> torch.Tensor:
+        """[N, M] h_slow of every image (N) with every caption (M), scored as batched pairs.
+
+        Pairs are laid out image-major and scored ``max_pairs`` at a time to bound the
+        [pairs, L, V] logits; each chunk is one batched forward pass.
+        """
+        n_img, n_txt = image_levels[0].shape[0], ids.shape[0]
+        img_idx = torch.arange(n_img, device=ids.device).repeat_interleave(n_txt)
+        txt_idx = torch.arange(n_txt, device=ids.device).repeat(n_img)
+        scores = []
+        for start in range(0, n_img * n_txt, max_pairs):
+            ii, tt = img_idx[start : start + max_pairs], txt_idx[start : start + max_pairs]
+            levels = [lv[ii] for lv in image_levels]
+            scores.append(self.length_normalised_score(levels, ids[tt], mask[tt]))
+        return torch.cat(scores).view(n_img, n_txt)

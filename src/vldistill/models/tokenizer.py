@@ -1,0 +1,59 @@
+"""open_clip's BPE tokenizer (ships with the package, no download) plus the padding mask.
+
+Rows are ``[SOT, content..., EOT, pad...]`` with pad id 0. Id 0 is also a real BPE token ("!"),
+so the mask is derived from the EOT position, never from ``ids != 0``. Over-long texts are
+truncated with EOT kept as the last token, so every row has exactly one EOT and the last real
+token of every row is EOT (the text and fusion towers pool there).
+"""
+
+from __future__ import annotations
+
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+
+
+def mask_from_ids(ids: torch.Tensor, eot_id: int) -> torch.Tensor:
+    """True up to and including the first EOT of each row."""
+    is_eot = ids == eot_id
+    if not bool(is_eot.any(dim=1).all()):
+        raise ValueError("every row must contain an EOT token")
+    eot_pos = is_eot.int().argmax(dim=1, keepdim=True)
+    return torch.arange(ids.shape[1], device=ids.device)[None, :] <= eot_pos
+
+
+def reverse_ids(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Reverse the content tokens between SOT and EOT; SOT stays first, EOT last, pads stay.
+
+    Used for backward captioning: the same decoder reads the caption right to left. The mask is
+    unchanged by the reversal. One gather, no loop over rows.
+    """
+    length = mask.sum(dim=1, keepdim=True)  # SOT + content + EOT
+    pos = torch.arange(ids.shape[1], device=ids.device)[None, :].expand_as(ids)
+    content = (pos >= 1) & (pos <= length - 2)
+    src = torch.where(content, length - 1 - pos, pos)
+    return ids.gather(1, src)
+
+
+class Tokenizer:
+    def __init__(self, context_length: int = 32) -> None:
+        if context_length < 2:
+            raise ValueError("context_length must hold at least SOT and EOT")
+        self.context_length = context_length
+        self._bpe = SimpleTokenizer(context_length=context_length)
+        self.sot_id: int = self._bpe.sot_token_id
+        self.eot_id: int = self._bpe.eot_token_id
+        self.pad_id: int = 0
+        self.vocab_size: int = len(self._bpe.encoder)
+
+    def __call__(self, texts: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (ids LongTensor [B, L], mask BoolTensor [B, L]) with L = context_length."""
+        ids = self._bpe(texts)
+        return ids, mask_from_ids(ids, self.eot_id)
+
+    def decode(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        """Content tokens of each row back to text (SOT, EOT and pads dropped)."""
+        out = []
+        for row, m in zip(ids.tolist(), mask.tolist(), strict=True):
+            content = [t for t, keep in zip(row, m, strict=True) if keep][1:-1]
+            out.append(self._bpe.decode(content).strip())
+        return out

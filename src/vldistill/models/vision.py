@@ -1,0 +1,97 @@
+"""Vision tower: a small CNN giving a feature pyramid, each level turned into D-dim tokens.
+
+Inputs are float images [B, 3, S, S] normalised with mean = std = 0.5 per channel (``x01 * 2 - 1``
+for pixels in [0, 1]). GroupNorm instead of BatchNorm: an image's features must not depend on
+which other images share its batch, or batched Slow scoring would differ from per-pair scoring.
+
+Levels are returned **fine to coarse**, the order the CNN computes them: level l comes from stage
+l with stride 2**(l+3), so at 64 px the grids are 8x8, 4x4, 2x2. Consumers that go coarse to fine
+(the caption decoder) index from the end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vldistill.models.config import StudentConfig
+
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+
+
+def normalize_images(x01: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] -> the model's input range."""
+    return (x01 - 0.5) / 0.5
+
+
+class ConvBlock(nn.Module):
+    """3x3 conv -> GroupNorm -> GELU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.norm = nn.GroupNorm(math.gcd(8, c_out), c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.norm(self.conv(x)))
+
+
+class Stage(nn.Module):
+    """Downsample by 2, then one residual conv block."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.down = ConvBlock(c_in, c_out, stride=2)
+        self.res = ConvBlock(c_out, c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(x)
+        return x + self.res(x)
+
+
+@dataclass
+class VisionOutput:
+    levels: list[torch.Tensor]  # fine to coarse; level l: [B, H_l * W_l, D], row-major
+    grids: list[tuple[int, int]]  # (H_l, W_l) per level, same order
+    pooled: torch.Tensor  # [B, D] LayerNorm(mean of the coarsest level's tokens)
+
+
+class VisionPyramid(nn.Module):
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        d = cfg.width
+        chans = cfg.pyramid_channels
+        stem = max(chans[0] // 2, 1)
+        self.image_size = cfg.image_size
+        self.grids = list(cfg.grids)
+        # stride 4 before the first stage, so stage l ends at stride 2**(l+3)
+        self.stem = nn.Sequential(ConvBlock(3, stem, stride=2), ConvBlock(stem, stem, stride=2))
+        self.stages = nn.ModuleList(
+            Stage(c_in, c_out) for c_in, c_out in zip((stem, *chans[:-1]), chans, strict=True)
+        )
+        self.proj = nn.ModuleList(nn.Conv2d(c, d, 1) for c in chans)
+        self.pos_embedding = nn.ParameterList(
+            nn.Parameter(torch.zeros(h * w, d)) for h, w in self.grids
+        )
+        self.level_embedding = nn.Parameter(torch.zeros(len(chans), d))
+        self.ln_tokens = nn.LayerNorm(d)  # cross-attention reads these tokens as they are
+        self.ln_pooled = nn.LayerNorm(d)
+
+    def forward(self, images: torch.Tensor) -> VisionOutput:
+        s = self.image_size
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, s, s):
+            raise ValueError(f"expected images [B, 3, {s}, {s}], got {tuple(images.shape)}")
+        x = self.stem(images)
+        levels = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            tokens = self.proj[i](x).flatten(2).transpose(1, 2)  # [B, H*W, D] row-major
+            tokens = tokens + self.pos_embedding[i] + self.level_embedding[i]
+            levels.append(self.ln_tokens(tokens))
+        pooled = self.ln_pooled(levels[-1].mean(dim=1))
+        return VisionOutput(levels=levels, grids=list(self.grids), pooled=pooled)
