@@ -1,0 +1,128 @@
+"""A training loop you can read top to bottom, that resumes exactly where it stopped.
+
+Nothing here depends on iterator state: the examples of step s come from a permutation seeded by
+(seed, epoch), and every step re-seeds torch from (seed, step) before its forward pass (dropout,
+negative sampling). So a run killed after its last checkpoint and started again computes the same
+steps with the same numbers as an uninterrupted run (bit-identical on CPU), and the checkpoint
+only needs the model, the optimiser, the scheduler and the step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from vldistill.io import atomic_output
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 500
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise ValueError(f"unknown training key(s) {unknown}; valid keys: {sorted(valid)}")
+        return cls(**d)
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Example rows of step ``step``: consecutive slices of per-epoch seeded permutations."""
+    if n < 1:
+        raise ValueError("cannot train on an empty dataset")
+    positions = torch.arange(step * batch_size, (step + 1) * batch_size)
+    epochs, offsets = positions // n, positions % n
+    rows = torch.empty_like(positions)
+    for epoch in epochs.unique().tolist():
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=generator)
+        chosen = epochs == epoch
+        rows[chosen] = order[offsets[chosen]]
+    return rows
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
+          state_path: str | Path, progress: bool = True) -> list[dict[str, float]]:
+    """Run ``cfg.steps`` optimiser steps, resuming from ``state_path`` if it exists.
+
+    ``loss_fn(model, rows, step)`` returns a dict with "loss" (to minimise) and any other scalars
+    to log. Returns the per-step history of those scalars (restored history included).
+    """
+    state_path = Path(state_path)
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    start, history = 0, []
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["config"] != asdict(cfg):
+            raise ValueError(f"{state_path} was written with another training config; "
+                             "delete it to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history = state["step"], state["history"]
+        log.info("resuming from step %d of %d (%s)", start, cfg.steps, state_path)
+
+    model.train()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, unit="step",
+               file=sys.stderr, mininterval=10.0, disable=not progress)
+    for step in bar:
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        rows = batch_indices(n_examples, cfg.batch_size, step, cfg.seed)
+        out = loss_fn(model, rows, step)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        record = {k: float(torch.as_tensor(v).detach()) for k, v in out.items()
+                  if torch.as_tensor(v).numel() == 1}
+        history.append({"step": step, "lr": scheduler.get_last_lr()[0], **record})
+        bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            with atomic_output(state_path) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "step": step + 1,
+                            "history": history, "config": asdict(cfg)}, tmp)
+    model.eval()
+    return history
