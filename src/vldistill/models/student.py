@@ -81,7 +81,17 @@ class Student(nn.Module):
         directions: Sequence[str] = ("forward", "backward"),
     ) -> torch.Tensor:
         """Mean over directions of the token-mean NLL (targets: content tokens and EOT)."""
-        levels = self.encode_image(images).levels
+        return self.caption_loss_from_levels(self.encode_image(images).levels, ids, mask,
+                                             directions)
+
+    def caption_loss_from_levels(
+        self,
+        levels: list[torch.Tensor],
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        directions: Sequence[str] = ("forward", "backward"),
+    ) -> torch.Tensor:
+        """``caption_loss`` for images already encoded (their pyramid levels)."""
         n_tokens = mask[:, 1:].sum().clamp(min=1)
         losses = [
             -self.decoder.caption_log_likelihood(levels, ids, mask, d).sum() / n_tokens
