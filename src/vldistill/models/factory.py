@@ -2,7 +2,8 @@
 
 A checkpoint is one ``.safetensors`` file: the state dict (the token embedding shared by the text
 tower and the decoder is stored once) and, in the file's string metadata, the StudentConfig,
-HeadsConfig and a caller-supplied JSON ``extra`` (step, metrics, ...). Writes are atomic.
+HeadsConfig, the decoder's closed output vocabulary (if set) and a caller-supplied JSON ``extra``
+(step, metrics, ...). Writes are atomic.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def save_checkpoint(
         "student_config": json.dumps(model.cfg.to_dict(), sort_keys=True),
         "heads_config": json.dumps(model.heads_config.to_dict(), sort_keys=True),
         "extra": json.dumps(extra or {}, sort_keys=True),
+        "output_vocabulary": json.dumps(model.decoder.output_vocabulary()),
     }
     with atomic_output(path) as tmp:
         save_model(model, str(tmp), metadata=metadata)
@@ -59,4 +61,5 @@ def load_checkpoint(
     heads = HeadsConfig.from_dict(json.loads(meta["heads_config"]))
     model = create_student(cfg, heads)
     load_model(model, str(path), strict=True, device=device)
+    model.decoder.set_output_vocabulary(json.loads(meta.get("output_vocabulary", "null")))
     return model.to(device).eval(), cfg, json.loads(meta["extra"])

@@ -78,11 +78,38 @@ class CaptionDecoder(nn.Module):
         )
         self.ln_final = nn.LayerNorm(d)
         self.level_for_layer = coarse_to_fine_schedule(cfg.decoder_layers, cfg.levels)
+        # Optional closed output vocabulary (see set_output_vocabulary); one extra learned row
+        # scores every token outside it. Empty buffers = predict over the full BPE vocabulary.
+        self.unk_embedding = nn.Parameter(torch.zeros(d))
+        self.register_buffer("output_ids", torch.empty(0, dtype=torch.long), persistent=False)
+        self.register_buffer("target_index", torch.empty(0, dtype=torch.long), persistent=False)
+
+    def set_output_vocabulary(self, token_ids: Sequence[int] | None) -> None:
+        """Predict next tokens over ``token_ids`` plus one "other" class instead of all 49k BPE
+        ids: a caption corpus uses a small fraction of them (the synthetic one ~100), and the
+        full softmax dominates the cost of a CPU step. ``None`` restores the full vocabulary.
+        """
+        vocab_size = self.token_embedding.num_embeddings
+        if token_ids is None:
+            self.output_ids = torch.empty(0, dtype=torch.long)
+            self.target_index = torch.empty(0, dtype=torch.long)
+            return
+        ids = torch.tensor(sorted(set(int(t) for t in token_ids)), dtype=torch.long)
+        if len(ids) == 0 or ids.min() < 0 or ids.max() >= vocab_size:
+            raise ValueError(f"output vocabulary must be non-empty ids in [0, {vocab_size})")
+        index = torch.full((vocab_size,), len(ids), dtype=torch.long)  # default: "other"
+        index[ids] = torch.arange(len(ids))
+        device = self.unk_embedding.device
+        self.output_ids, self.target_index = ids.to(device), index.to(device)
+
+    def output_vocabulary(self) -> list[int] | None:
+        return self.output_ids.tolist() if len(self.output_ids) else None
 
     def logits(
         self, image_levels: Sequence[torch.Tensor], ids: torch.Tensor, direction: str
     ) -> torch.Tensor:
-        """Next-token logits [B, L, V] for ids already in reading order (no reversal here)."""
+        """Next-token logits [B, L, V] for ids already in reading order (no reversal here);
+        V = the closed output vocabulary + 1 when one is set."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         length = ids.shape[1]
@@ -91,7 +118,11 @@ class CaptionDecoder(nn.Module):
         causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
         for block, level in zip(self.blocks, self.level_for_layer, strict=True):
             x = block(x, attn_mask=causal, context=image_levels[level])
-        return F.linear(self.ln_final(x), self.token_embedding.weight)
+        x = self.ln_final(x)
+        if len(self.output_ids) == 0:
+            return F.linear(x, self.token_embedding.weight)
+        weight = torch.cat([self.token_embedding.weight[self.output_ids], self.unk_embedding[None]])
+        return F.linear(x, weight)
 
     def token_log_probs(
         self,
@@ -109,7 +140,10 @@ class CaptionDecoder(nn.Module):
         # Causal attention makes trailing padding irrelevant, so skip the columns no row uses.
         n = int(mask.sum(dim=1).max())
         logits = self.logits(image_levels, ids[:, : n - 1], direction)
-        logp = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:n], reduction="none")
+        targets = ids[:, 1:n]
+        if len(self.output_ids):
+            targets = self.target_index[targets]
+        logp = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         logp = logp * mask[:, 1:n]
         return F.pad(logp, (0, ids.shape[1] - n))
 

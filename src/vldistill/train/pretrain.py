@@ -46,6 +46,12 @@ def build_caption_corpus(captions: pl.DataFrame, bank: ImageBank,
                          negative_mask, torch.tensor(has_negative.to_list(), dtype=torch.bool))
 
 
+def caption_vocabulary(corpus: CaptionCorpus) -> list[int]:
+    """Every BPE id the corpus's captions use: the decoder's closed output vocabulary."""
+    ids = torch.cat([corpus.ids[corpus.mask], corpus.negative_ids[corpus.negative_mask]])
+    return ids.unique().tolist()
+
+
 def _roll(text: TextOutput) -> TextOutput:
     return TextOutput(tokens=text.tokens.roll(1, dims=0), pooled=text.pooled.roll(1, dims=0))
 
