@@ -13,12 +13,16 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/teacher.smk"
+include: "rules/student.smk"
+include: "rules/finetune.smk"
 
 
-# The last stage that exists today is the teacher feature cache; later stages extend this target.
+# Until the results table exists, the default target is every fine-tuning job's metrics (which
+# needs the data, both teacher caches and the student stages) plus the caches themselves.
 rule all:
     default_target: True
     input:
+        finetune_metrics(),
         expand(
             "features/{dataset}/{modality}-{teacher}/index.parquet",
             zip,

@@ -1,6 +1,7 @@
 """A tiny end-to-end run of the DAG that exists, through the real Snakemake CLI."""
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -65,9 +66,9 @@ def test_tiny_pipeline_produces_every_manifest_and_both_caches(tiny_run):
 def test_every_job_has_a_log_and_a_benchmark(tiny_run):
     logs = sorted(p.relative_to(tiny_run / "logs") for p in (tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
-    # data, text corpus, 2 modalities x (2 shards + index)
-    assert len(logs) == 8, logs
-    assert len(benchmarks) == 8
+    # data, text corpus, 2 modalities x (2 shards + index), pretrain, mad, 3 x 2 x 2 finetune
+    assert len(logs) == 22, logs
+    assert len(benchmarks) == 22
     shard_log = (tiny_run / "logs/tiny/teacher/vision-efficientnet_lite0/shard-000-of-002.log")
     assert "done in" in shard_log.read_text()
 
@@ -90,6 +91,43 @@ def test_a_text_teacher_edit_reruns_only_the_text_cache(tiny_run):
     assert "text-minilm/index.parquet" in output
     assert "vision-efficientnet_lite0/shard-000-of-002" not in output
     assert "rule data_synthetic" not in output
+    assert "rule student_pretrain" not in output  # pre-training reads no teacher
+    assert "rule student_mad" in output
+
+
+def dry_run_jobs(workdir: Path, *overrides: str) -> dict[str, int]:
+    result = snakemake(workdir, "-n", "--quiet", "rules", overrides=overrides)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in {"total", "job"}:
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.mark.slow
+def test_finetune_results_exist_for_every_task_regime_and_method(tiny_run):
+    for task in ("vqa", "ve", "vcr"):
+        for regime in ("lowshot-50", "full"):
+            for method in ("baseline", "mad"):
+                path = tiny_run / "models/tiny" / task / regime / method / "metrics.json"
+                metrics = json.loads(path.read_text())
+                assert set(metrics["results"]) == {"test", "test_shifted"}
+                for result in metrics["results"].values():
+                    assert result["n"] > 0
+                    assert ("majority_baseline" if task == "vqa" else "chance") in result
+                assert (metrics["probe"] is None) == (method == "baseline")
+    low = json.loads((tiny_run / "models/tiny/ve/lowshot-50/baseline/metrics.json").read_text())
+    full = json.loads((tiny_run / "models/tiny/ve/full/baseline/metrics.json").read_text())
+    assert low["n_train_images"] == 12 and full["n_train_images"] == 24
+
+
+@pytest.mark.slow
+def test_a_per_task_learning_rate_edit_reruns_only_that_tasks_finetuning(tiny_run):
+    override = tiny_run / "configs" / "vqa_lr.yaml"
+    override.write_text("finetune:\n  per_task: {vqa: {lr: 0.01}}\n")
+    assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 4, "all": 1}
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vldistill.distill.probe import fit_probe
+from vldistill.distill.probe import cross_fitted_p_gold, fit_probe
 
 
 def blobs(n=300, k=3, dim=8, seed=0):
@@ -50,3 +50,20 @@ def test_probe_is_deterministic_and_checks_shapes():
         fit_probe(x, y[:10])
     with pytest.raises(ValueError, match="out of range"):
         fit_probe(x, y, n_classes=2)
+
+
+def test_cross_fitting_is_not_fooled_by_memorised_labels():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(60, 200, generator=g)  # more dimensions than examples: labels memorisable
+    y = torch.randint(0, 3, (60,), generator=g)
+    in_sample = fit_probe(x, y).p_gold(x, y)
+    assert in_sample.mean() > 0.9
+    p_gold, loss = cross_fitted_p_gold(x, y, folds=5)
+    assert p_gold.shape == (60,) and p_gold.mean() < 0.5
+    assert loss > 0.8  # near or above ln 3 = 1.10, far from the in-sample loss
+
+
+def test_cross_fitting_keeps_real_signal():
+    x, y = blobs()
+    p_gold, loss = cross_fitted_p_gold(x, y)
+    assert p_gold.mean() > 0.8 and loss < 0.5

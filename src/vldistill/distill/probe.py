@@ -71,3 +71,27 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int | Non
         logits = logits.squeeze(-1) if x.ndim == 3 else logits
         train_loss = F.cross_entropy(logits, labels).item()
     return LinearProbe(weight.detach(), bias.detach(), mean, std, train_loss)
+
+
+def cross_fitted_p_gold(features: torch.Tensor, labels: torch.Tensor,
+                        n_classes: int | None = None, folds: int = 5,
+                        seed: int = 0) -> tuple[torch.Tensor, float]:
+    """Out-of-fold p_teacher(gold) for every training example, and the out-of-fold loss.
+
+    A probe scored on the examples it was fitted on is over-confident (with more feature
+    dimensions than examples, as in a low-shot regime, it memorises them), which would make every
+    confidence weight ~1 and the AF reference loss ~0. Each fold's probabilities come from a probe
+    fitted on the other folds, all inside the regime's training split.
+    """
+    n = len(labels)
+    folds = max(2, min(folds, n))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    p_gold = torch.empty(n)
+    for fold in range(folds):
+        held = order[fold::folds]
+        kept = torch.ones(n, dtype=torch.bool)
+        kept[held] = False
+        probe = fit_probe(features[kept], labels[kept], n_classes=n_classes)
+        p_gold[held] = probe.p_gold(features[held], labels[held])
+    loss = float(-torch.log(p_gold.clamp(min=1e-12)).mean())
+    return p_gold, loss

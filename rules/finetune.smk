@@ -1,0 +1,62 @@
+# Stage 4: fine-tune on each task x data regime x method; evaluate on source and shifted test.
+
+FINETUNE = config["finetune"]
+
+
+wildcard_constraints:
+    task="vqa|ve|vcr",
+    regime=r"full|lowshot-[0-9.]+",
+    method="baseline|kd|mad|mad-ts|mad-cw|mad-af",
+
+
+def finetune_inputs(wildcards):
+    inputs = {
+        "manifests": manifests(
+            tables=["images", wildcards.task], splits=["train", "test", "test_shifted"]
+        ),
+        "pretrained": "models/{dataset}/student/pretrained.safetensors",
+    }
+    if wildcards.method != "baseline":
+        inputs["vision"] = teacher_index("vision")
+        inputs["text"] = teacher_index("text")
+    if wildcards.method.startswith("mad"):
+        inputs["mad"] = "models/{dataset}/student/mad.safetensors"
+    return inputs
+
+
+def finetune_training(wildcards):
+    # Only this task's settings reach its jobs: a per-task edit re-runs that task alone.
+    return {**FINETUNE["training"], **FINETUNE.get("per_task", {}).get(wildcards.task, {})}
+
+
+def finetune_metrics():
+    return expand(
+        "models/{dataset}/{task}/{regime}/{method}/metrics.json",
+        dataset=DATASET,
+        task=FINETUNE["tasks"],
+        regime=FINETUNE["regimes"],
+        method=FINETUNE["methods"],
+    )
+
+
+rule finetune:
+    """Fine-tune the student on one task under one regime with one method, then evaluate."""
+    input:
+        unpack(finetune_inputs),
+    output:
+        model="models/{dataset}/{task}/{regime}/{method}/model.safetensors",
+        metrics="models/{dataset}/{task}/{regime}/{method}/metrics.json",
+    params:
+        training=finetune_training,
+        distill=lambda wc: FINETUNE.get("distill", {}) if wc.method != "baseline" else {},
+        seed=config["seed"],
+    threads: 2
+    log:
+        "logs/{dataset}/finetune/{task}/{regime}/{method}.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/finetune/{task}/{regime}/{method}.tsv"
+    resources:
+        mem_mb=6000,
+        runtime=240,
+    script:
+        "../scripts/finetune.py"

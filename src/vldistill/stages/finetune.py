@@ -1,0 +1,173 @@
+"""Fine-tune the student on one task under one data regime with one method; evaluate it.
+
+* ``baseline`` starts from the pre-trained student and sees no teacher;
+* ``kd`` starts from the pre-trained student and distils all teacher tokens with w = 1 and a
+  constant lambda;
+* ``mad`` and its ablations ``mad-ts`` / ``mad-cw`` / ``mad-af`` start from the task-agnostic MAD
+  student and fine-tune with MAD's losses, each ablation without one component.
+
+The teacher probe behind confidence weighting and adaptive lambda is fitted on the regime's
+training examples only. Evaluation uses the official metric on the source test split and the
+shifted test split, with chance level (VE, VCR) or the computed majority-answer baseline (VQA).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from vldistill.data.images import load_image_bank
+from vldistill.data.manifest import manifest_path, read_manifest, text_id
+from vldistill.data.regimes import select_regime
+from vldistill.distill.mad import AdaptiveLambda, distillation_loss, method_config
+from vldistill.distill.probe import cross_fitted_p_gold
+from vldistill.eval import answer_vocabulary, majority_answer_baseline
+from vldistill.io import write_json
+from vldistill.models.config import HeadsConfig
+from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
+from vldistill.models.student import Student
+from vldistill.models.tokenizer import Tokenizer
+from vldistill.stages.student import clear_states, load_backbone, state_path
+from vldistill.train.distill_step import TeacherFeatures, student_states
+from vldistill.train.loop import TrainConfig, train
+from vldistill.train.tasks import TaskData, build_task_data, evaluate, task_logits, task_loss
+
+log = logging.getLogger(__name__)
+
+EVAL_SPLITS: tuple[str, ...] = ("test", "test_shifted")
+
+
+def probe_features(teachers: TeacherFeatures, data: TaskData,
+                   frame: pl.DataFrame) -> torch.Tensor:
+    """[image global ; text global] per example, or per candidate ([N, 4, F]) for VCR."""
+    images = teachers.vision.get(data.image_ids, fields=("global",), dtype=torch.float32)
+    image_global = images["global"]
+    if data.task != "vcr":
+        texts = teachers.text.get([text_id(t) for t in data.primary_text], fields=("global",),
+                                  dtype=torch.float32)["global"]
+        return torch.cat([image_global, texts], dim=1)
+    # VCR: a candidate is (question, answer_k) for Q->A and (question, rationale_k) for QA->R
+    items = {row["item_id"]: row for row in frame.iter_rows(named=True)}
+    candidates = [
+        items[item]["answers" if stage == "q2a" else "rationales"]
+        for item, stage in zip(data.item_ids, data.stage, strict=True)
+    ]
+    flat = [text_id(c) for group in candidates for c in group]
+    cand = teachers.text.get(flat, fields=("global",), dtype=torch.float32)["global"]
+    cand = cand.view(len(data), 4, -1)
+    question = teachers.text.get([text_id(t) for t in data.primary_text], fields=("global",),
+                                 dtype=torch.float32)["global"]
+    context = torch.cat([image_global, question], dim=1)[:, None, :].expand(-1, 4, -1)
+    return torch.cat([context, cand], dim=2)
+
+
+def teacher_confidence(teachers: TeacherFeatures, data: TaskData, frame: pl.DataFrame,
+                       seed: int) -> tuple[torch.Tensor, float]:
+    """Cross-fitted probe probability of every training example's gold label (0 where the gold
+    answer is outside the vocabulary) and the probe's out-of-fold loss (AF's reference)."""
+    features = probe_features(teachers, data, frame)
+    known = data.gold >= 0
+    n_classes = len(data.answer_vocab) if data.answer_vocab is not None else None
+    p_known, loss = cross_fitted_p_gold(features[known], data.gold[known], n_classes=n_classes,
+                                        seed=seed)
+    p_gold = torch.zeros(len(data))
+    p_gold[known] = p_known
+    return p_gold, loss
+
+
+def finetune(*, task: str, regime: str, method: str, root: str | Path,
+             pretrained: str | Path, mad_student: str | Path | None,
+             vision_index: str | Path | None, text_index: str | Path | None,
+             training: dict, mad: dict, seed: int,
+             out_path: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+    mad_cfg = method_config(method, **mad)
+    start = mad_student if method.startswith("mad") else pretrained
+    if start is None:
+        raise ValueError(f"method {method!r} needs the MAD student checkpoint")
+    source, cfg, _ = load_checkpoint(start)
+    tokenizer = Tokenizer(cfg.context_length)
+    splits = ("train", *EVAL_SPLITS)
+    bank = load_image_bank(root, [manifest_path(root, s, "images") for s in splits],
+                           cfg.image_size)
+    frames = {s: read_manifest(manifest_path(root, s, task), task) for s in splits}
+    train_frame = select_regime(frames["train"], regime, seed)
+    vocab = None
+    if task == "vqa":
+        vocab = answer_vocabulary(train_frame["answers"].to_list())
+    data = build_task_data(task, train_frame, bank, tokenizer, answer_vocab=vocab)
+    log.info("%s / %s / %s: %d training examples (%d images) from %s", task, regime, method,
+             len(data), train_frame["image_id"].n_unique(), start)
+
+    teachers = None
+    heads = HeadsConfig(vqa_answers=len(vocab or []))
+    if mad_cfg is not None:
+        teachers = TeacherFeatures(vision_index, text_index)
+        vision_dim, text_dim = teachers.dims
+        heads = HeadsConfig(vqa_answers=len(vocab or []), teacher_vision_dim=vision_dim,
+                            teacher_text_dim=text_dim)
+    model = create_student(cfg, heads)
+    load_backbone(model, start)
+    model.decoder.set_output_vocabulary(source.decoder.output_vocabulary())
+
+    loss_fn, probe_info = _loss_fn(model, data, bank, mad_cfg, teachers, train_frame, tokenizer,
+                                   seed)
+    train_cfg = TrainConfig.from_dict({**training, "seed": seed})
+    state = state_path(out_path, {"task": task, "regime": regime, "method": method,
+                                  "start": str(start), "training": training, "mad": mad,
+                                  "seed": seed})
+    history = train(model, loss_fn, len(data), train_cfg, state)
+    save_checkpoint(out_path, model, extra={"task": task, "regime": regime, "method": method,
+                                            "seed": seed, "answer_vocab": vocab})
+    clear_states(out_path)
+
+    results = {}
+    for split in EVAL_SPLITS:
+        eval_data = build_task_data(task, frames[split], bank, tokenizer, answer_vocab=vocab)
+        results[split] = evaluate(model, eval_data, bank)
+        if task == "vqa":
+            results[split]["majority_baseline"] = majority_answer_baseline(
+                train_frame["answers"].to_list(), frames[split]["answers"].to_list(),
+                normalize_gt=True)["accuracy"]
+        log.info("%s: %s", split, results[split])
+    metrics = {
+        "task": task, "regime": regime, "method": method, "seed": seed,
+        "n_train": len(data), "n_train_images": train_frame["image_id"].n_unique(),
+        "start": Path(start).name, "results": results, "probe": probe_info,
+        "final_train": {k: v for k, v in history[-1].items() if k != "step"},
+    }
+    write_json(metrics, metrics_path)
+    return metrics
+
+
+def _loss_fn(model: Student, data: TaskData, bank, mad_cfg, teachers: TeacherFeatures | None,
+             frame: pl.DataFrame, tokenizer: Tokenizer, seed: int):
+    """The step's loss: the task loss, plus lambda(t) * MAD's distillation for teacher methods."""
+    if mad_cfg is None:
+        def task_only(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+            return {"loss": task_loss(task_logits(m, data, rows, images=bank), data, rows)}
+        return task_only, None
+
+    p_gold, probe_loss = teacher_confidence(teachers, data, frame, seed)
+    schedule = AdaptiveLambda(mad_cfg, probe_loss)
+    primary_ids, primary_mask = tokenizer(data.primary_text)
+    info = {"out_of_fold_loss": probe_loss, "mean_p_gold": float(p_gold.mean())}
+    log.info("teacher probe on the regime's training split: %s", info)
+
+    def with_distillation(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        images = bank.pixels[data.image_rows[rows]].float().div_(127.5).sub_(1.0)
+        vision = m.encode_image(images)
+        task = task_loss(task_logits(m, data, rows, vision=vision), data, rows)
+        ids, mask = primary_ids[rows], primary_mask[rows]
+        states = student_states(m, vision, m.encode_text(ids, mask), mask, teachers.grid)
+        targets = teachers.batch([data.image_ids[i] for i in rows.tolist()],
+                                 [data.primary_text[i] for i in rows.tolist()])
+        distill = distillation_loss(mad_cfg, states, targets, p_gold[rows])
+        lam = schedule(task.item())
+        return {"loss": task + lam * distill["loss"], "task": task.detach(),
+                "distill": distill["loss"].detach(), "lambda": torch.tensor(lam)}
+
+    return with_distillation, info

@@ -1,0 +1,157 @@
+"""The student stages: VL pre-training, then task-agnostic MAD on the caption corpus.
+
+Both train on the *train* split's captions only. Training state (model, optimiser, step) is
+checkpointed next to the output under a name that hashes the stage's config, so a killed job
+resumes where it stopped, a changed config starts afresh, and the state is removed on success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from vldistill.data.images import ImageBank, load_image_bank
+from vldistill.data.manifest import manifest_path, read_manifest
+from vldistill.distill.mad import MadConfig, distillation_loss
+from vldistill.io import write_json
+from vldistill.models.config import HeadsConfig, StudentConfig
+from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
+from vldistill.models.student import Student
+from vldistill.models.tokenizer import Tokenizer
+from vldistill.train.distill_step import TeacherFeatures, student_states
+from vldistill.train.loop import TrainConfig, train
+from vldistill.train.pretrain import (
+    CaptionCorpus,
+    build_caption_corpus,
+    caption_vocabulary,
+    pretrain_loss,
+)
+
+log = logging.getLogger(__name__)
+
+
+def state_path(out_path: str | Path, config: dict[str, Any]) -> Path:
+    """Where a job keeps its resumable training state: beside its output, keyed by config."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    out_path = Path(out_path)
+    return out_path.with_name(f".{out_path.stem}.state-{digest}.pt")
+
+
+def clear_states(out_path: str | Path) -> None:
+    out_path = Path(out_path)
+    for stale in out_path.parent.glob(f".{out_path.stem}.state-*.pt"):
+        stale.unlink()
+
+
+def load_backbone(model: Student, checkpoint: str | Path) -> list[str]:
+    """Copy every weight of ``checkpoint`` whose name and shape match; return what was not set.
+
+    A fine-tuning model adds heads (e.g. a VQA head sized to the regime's answer vocabulary) and
+    MAD projections that the starting checkpoint may lack; everything else must load.
+    """
+    weights = load_file(str(checkpoint))
+    own = model.state_dict()
+    loadable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(loadable, strict=False)
+    # Tied weights (token embedding = LM head) are stored once under one of their names.
+    loaded_storage = {own[k].data_ptr() for k in loadable}
+    fresh = sorted(k for k in set(own) - set(loadable) if own[k].data_ptr() not in loaded_storage)
+    backbone_missing = [k for k in fresh if not k.startswith(("heads.", "projections."))]
+    if backbone_missing:
+        raise ValueError(f"{checkpoint} lacks backbone weights {backbone_missing[:5]}; was it "
+                         "written by another student config?")
+    return fresh
+
+
+def _caption_data(root: str | Path, image_size: int,
+                  context_length: int) -> tuple[ImageBank, CaptionCorpus, list[str], list[str]]:
+    bank = load_image_bank(root, [manifest_path(root, "train", "images")], image_size)
+    captions = read_manifest(manifest_path(root, "train", "captions"), "captions")
+    corpus = build_caption_corpus(captions, bank, Tokenizer(context_length))
+    return bank, corpus, captions["image_id"].to_list(), captions["caption"].to_list()
+
+
+def pretrain_student(*, root: str | Path, student: dict, training: dict, objective: dict,
+                     seed: int, out_path: str | Path, metrics_path: str | Path) -> dict:
+    """VL pre-training (ITM with hard negatives + bidirectional captioning) from scratch."""
+    cfg = StudentConfig.from_dict(student)
+    train_cfg = TrainConfig.from_dict({**training, "seed": seed})
+    bank, corpus, _, _ = _caption_data(root, cfg.image_size, cfg.context_length)
+    torch.manual_seed(seed)
+    model = create_student(cfg)
+    model.decoder.set_output_vocabulary(caption_vocabulary(corpus))
+    log.info("student: %.2f M parameters; %d captions; output vocabulary %d",
+             model.num_parameters() / 1e6, len(corpus), len(caption_vocabulary(corpus)))
+    state = state_path(out_path, {"student": student, "training": training,
+                                  "objective": objective, "seed": seed})
+    history = train(
+        model,
+        lambda m, rows, step: pretrain_loss(m, corpus, bank, rows, **objective),
+        len(corpus), train_cfg, state,
+    )
+    return _finish(model, history, out_path, metrics_path, {"stage": "pretrain", "seed": seed,
+                                                            "n_captions": len(corpus)})
+
+
+def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str | Path,
+                text_index: str | Path, training: dict, mad: dict, seed: int,
+                out_path: str | Path, metrics_path: str | Path) -> dict:
+    """Task-agnostic MAD: distil the cached teacher tokens into the pre-trained student.
+
+    No labels exist here, so there is no confidence weighting and no adaptive lambda: the loss
+    is the pre-training objective (so the student keeps its VL skills) plus lambda0 times the
+    token-selected token and global distillation of both towers.
+    """
+    teachers = TeacherFeatures(vision_index, text_index)
+    source, _, _ = load_checkpoint(pretrained)
+    vision_dim, text_dim = teachers.dims
+    model = create_student(source.cfg, HeadsConfig(teacher_vision_dim=vision_dim,
+                                                   teacher_text_dim=text_dim))
+    load_backbone(model, pretrained)
+    bank, corpus, image_ids, texts = _caption_data(root, source.cfg.image_size,
+                                                   source.cfg.context_length)
+    model.decoder.set_output_vocabulary(source.decoder.output_vocabulary())
+    mad_cfg = MadConfig(token_selection=True, confidence_weighting=False, adaptive=False,
+                        **mad)
+    train_cfg = TrainConfig.from_dict({**training, "seed": seed})
+
+    def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        out = pretrain_loss(m, corpus, bank, rows)
+        images = bank.pixels[corpus.image_rows[rows]].float().div_(127.5).sub_(1.0)
+        ids, mask = corpus.ids[rows], corpus.mask[rows]
+        states = student_states(m, m.encode_image(images), m.encode_text(ids, mask), mask,
+                                teachers.grid)
+        targets = teachers.batch([image_ids[i] for i in rows.tolist()],
+                                 [texts[i] for i in rows.tolist()])
+        distill = distillation_loss(mad_cfg, states, targets)
+        return {**out, "loss": out["loss"] + mad_cfg.lambda0 * distill["loss"],
+                "distill": distill["loss"].detach(), "tok_vision": distill["tok_vision"],
+                "tok_text": distill["tok_text"], "glob": distill["glob"]}
+
+    state = state_path(out_path, {"pretrained": str(pretrained), "training": training,
+                                  "mad": mad, "seed": seed})
+    history = train(model, loss_fn, len(corpus), train_cfg, state)
+    return _finish(model, history, out_path, metrics_path, {"stage": "mad", "seed": seed,
+                                                            "n_captions": len(corpus)})
+
+
+def _finish(model: Student, history: list[dict], out_path: str | Path,
+            metrics_path: str | Path, info: dict) -> dict:
+    save_checkpoint(out_path, model, extra=info)
+    clear_states(out_path)
+    tail = history[-max(1, len(history) // 10):]
+    summary = {
+        **info,
+        "steps": len(history),
+        "final": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0] if k != "step"},
+        "history": history,
+    }
+    write_json(summary, metrics_path)
+    log.info("final (mean of the last %d steps): %s", len(tail), summary["final"])
+    return summary
