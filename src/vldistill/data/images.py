@@ -45,7 +45,16 @@ class ImageBank:
 
     def batch(self, image_ids: Sequence[str]) -> torch.Tensor:
         """Float images in [-1, 1] (mean = std = 0.5 per channel), [B, 3, S, S]."""
-        return self.pixels[self.rows(image_ids)].float().div_(127.5).sub_(1.0)
+        return self.at(self.rows(image_ids))
+
+    def at(self, rows: torch.Tensor) -> torch.Tensor:
+        """``batch`` for bank rows already looked up."""
+        return normalise(self.pixels[rows])
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> floats in [-1, 1], the student's input (mean = std = 0.5)."""
+    return pixels.float().div_(127.5).sub_(1.0)
 
 
 def load_image_bank(root: str | Path, image_manifests: Sequence[str | Path], image_size: int,

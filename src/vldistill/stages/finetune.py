@@ -158,7 +158,7 @@ def _loss_fn(model: Student, data: TaskData, bank, mad_cfg, teachers: TeacherFea
     log.info("teacher probe on the regime's training split: %s", info)
 
     def with_distillation(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        images = bank.pixels[data.image_rows[rows]].float().div_(127.5).sub_(1.0)
+        images = bank.at(data.image_rows[rows])
         vision = m.encode_image(images)
         task = task_loss(task_logits(m, data, rows, vision=vision), data, rows)
         ids, mask = primary_ids[rows], primary_mask[rows]

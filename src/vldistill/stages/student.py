@@ -123,7 +123,7 @@ def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str |
 
     def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         out = pretrain_loss(m, corpus, bank, rows)
-        images = bank.pixels[corpus.image_rows[rows]].float().div_(127.5).sub_(1.0)
+        images = bank.at(corpus.image_rows[rows])
         ids, mask = corpus.ids[rows], corpus.mask[rows]
         states = student_states(m, m.encode_image(images), m.encode_text(ids, mask), mask,
                                 teachers.grid)

@@ -58,7 +58,7 @@ def _roll(text: TextOutput) -> TextOutput:
 
 def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: torch.Tensor,
                   itm_weight: float = 1.0, caption_weight: float = 1.0) -> dict[str, torch.Tensor]:
-    images = bank.pixels[corpus.image_rows[rows]].float().div_(127.5).sub_(1.0)
+    images = bank.at(corpus.image_rows[rows])
     ids, mask = corpus.ids[rows], corpus.mask[rows]
     vision = model.encode_image(images)
     caption = model.caption_loss_from_levels(vision.levels, ids, mask)

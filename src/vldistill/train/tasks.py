@@ -18,7 +18,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
-from vldistill.data.images import ImageBank
+from vldistill.data.images import ImageBank, normalise
 from vldistill.data.manifest import VE_LABELS, conform
 from vldistill.eval import (
     accuracy,
@@ -194,7 +194,7 @@ def task_logits(model: Student, data: TaskData, rows: torch.Tensor,
                              "outputs")
         if isinstance(images, ImageBank):
             pixels = images.pixels[data.image_rows[rows]]
-            images = pixels.to(device).float().div_(127.5).sub_(1.0)
+            images = normalise(pixels.to(device))
         vision = model.encode_image(images.to(device))
     if len(vision.pooled) != len(rows):
         raise ValueError(f"vision outputs for {len(vision.pooled)} images but {len(rows)} rows")
