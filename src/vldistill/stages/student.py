@@ -30,6 +30,7 @@ from vldistill.train.pretrain import (
     CaptionCorpus,
     build_caption_corpus,
     caption_vocabulary,
+    encode_captions,
     pretrain_loss,
 )
 
@@ -122,11 +123,9 @@ def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str |
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
 
     def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        out = pretrain_loss(m, corpus, bank, rows)
-        images = bank.at(corpus.image_rows[rows])
-        ids, mask = corpus.ids[rows], corpus.mask[rows]
-        states = student_states(m, m.encode_image(images), m.encode_text(ids, mask), mask,
-                                teachers.grid)
+        vision, text = encode_captions(m, corpus, bank, rows)
+        out = pretrain_loss(m, corpus, bank, rows, encoded=(vision, text))
+        states = student_states(m, vision, text, corpus.mask[rows], teachers.grid)
         targets = teachers.batch([image_ids[i] for i in rows.tolist()],
                                  [texts[i] for i in rows.tolist()])
         distill = distillation_loss(mad_cfg, states, targets)

@@ -18,6 +18,7 @@ from vldistill.data.images import ImageBank
 from vldistill.models.student import Student
 from vldistill.models.text import TextOutput
 from vldistill.models.tokenizer import Tokenizer
+from vldistill.models.vision import VisionOutput
 
 
 @dataclass
@@ -56,14 +57,22 @@ def _roll(text: TextOutput) -> TextOutput:
     return TextOutput(tokens=text.tokens.roll(1, dims=0), pooled=text.pooled.roll(1, dims=0))
 
 
+def encode_captions(model: Student, corpus: CaptionCorpus, bank: ImageBank,
+                    rows: torch.Tensor) -> tuple[VisionOutput, TextOutput]:
+    """The student's image and caption encodings of a batch, shared by every loss on it."""
+    vision = model.encode_image(bank.at(corpus.image_rows[rows]))
+    return vision, model.encode_text(corpus.ids[rows], corpus.mask[rows])
+
+
 def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: torch.Tensor,
-                  itm_weight: float = 1.0, caption_weight: float = 1.0) -> dict[str, torch.Tensor]:
-    images = bank.at(corpus.image_rows[rows])
+                  itm_weight: float = 1.0, caption_weight: float = 1.0,
+                  encoded: tuple[VisionOutput, TextOutput] | None = None,
+                  ) -> dict[str, torch.Tensor]:
+    """ITM + captioning of a batch; ``encoded`` reuses encodings another loss already made."""
+    vision, text = encoded or encode_captions(model, corpus, bank, rows)
     ids, mask = corpus.ids[rows], corpus.mask[rows]
-    vision = model.encode_image(images)
     caption = model.caption_loss_from_levels(vision.levels, ids, mask)
 
-    text = model.encode_text(ids, mask)
     negative = model.encode_text(corpus.negative_ids[rows], corpus.negative_mask[rows])
     has_negative = corpus.has_negative[rows]
     logits = [
