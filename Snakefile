@@ -15,14 +15,15 @@ include: "rules/data.smk"
 include: "rules/teacher.smk"
 include: "rules/student.smk"
 include: "rules/finetune.smk"
+include: "rules/report.smk"
 
 
-# Until the results table exists, the default target is every fine-tuning job's metrics (which
-# needs the data, both teacher caches and the student stages) plus the caches themselves.
+# Until the results table exists, the default target is the fine-tuning report (which needs the
+# data, both teacher caches, the student stages and every fine-tuning job) plus the caches.
 rule all:
     default_target: True
     input:
-        finetune_metrics(),
+        f"results/{DATASET}/finetune.md",
         expand(
             "features/{dataset}/{modality}-{teacher}/index.parquet",
             zip,

@@ -18,6 +18,7 @@ validate(config, SCHEMA)
 
 DATASET = config["dataset"]["name"]
 N_SHARDS = config["features"]["shards"]
+FEATURE_SPLITS = config["features"]["splits"]
 
 
 wildcard_constraints:

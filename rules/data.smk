@@ -22,11 +22,13 @@ rule data_synthetic:
 
 
 rule text_corpus:
-    """Collect every distinct text of every task and split, keyed by a stable text id."""
+    """Collect the distinct texts the text teacher encodes (features.splits), keyed by id."""
     input:
-        manifests(tables=TASKS),
+        manifests(tables=TASKS, splits=FEATURE_SPLITS),
     output:
         "data/{dataset}/texts.parquet",
+    params:
+        splits=FEATURE_SPLITS,
     log:
         "logs/{dataset}/text_corpus.log",
     benchmark:

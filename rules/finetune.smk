@@ -7,6 +7,7 @@ wildcard_constraints:
     task="vqa|ve|vcr",
     regime=r"full|lowshot-[0-9.]+",
     method="baseline|kd|mad|mad-ts|mad-cw|mad-af",
+    seed=r"\d+",
 
 
 def finetune_inputs(wildcards):
@@ -29,32 +30,32 @@ def finetune_training(wildcards):
     return {**FINETUNE["training"], **FINETUNE.get("per_task", {}).get(wildcards.task, {})}
 
 
-def finetune_metrics():
+def finetune_metrics(dataset=DATASET):
     return expand(
-        "models/{dataset}/{task}/{regime}/{method}/metrics.json",
-        dataset=DATASET,
+        "models/{dataset}/{task}/{regime}/{method}/seed-{seed}/metrics.json",
+        dataset=dataset,
         task=FINETUNE["tasks"],
         regime=FINETUNE["regimes"],
         method=FINETUNE["methods"],
+        seed=FINETUNE["seeds"],
     )
 
 
 rule finetune:
-    """Fine-tune the student on one task under one regime with one method, then evaluate."""
+    """Fine-tune the student on one task under one regime with one method and seed; evaluate."""
     input:
         unpack(finetune_inputs),
     output:
-        model="models/{dataset}/{task}/{regime}/{method}/model.safetensors",
-        metrics="models/{dataset}/{task}/{regime}/{method}/metrics.json",
+        model="models/{dataset}/{task}/{regime}/{method}/seed-{seed}/model.safetensors",
+        metrics="models/{dataset}/{task}/{regime}/{method}/seed-{seed}/metrics.json",
     params:
         training=finetune_training,
         distill=lambda wc: FINETUNE.get("distill", {}) if wc.method != "baseline" else {},
-        seed=config["seed"],
-    threads: 2
+    threads: 1
     log:
-        "logs/{dataset}/finetune/{task}/{regime}/{method}.log",
+        "logs/{dataset}/finetune/{task}/{regime}/{method}/seed-{seed}.log",
     benchmark:
-        "benchmarks/runs/{dataset}/finetune/{task}/{regime}/{method}.tsv"
+        "benchmarks/runs/{dataset}/finetune/{task}/{regime}/{method}/seed-{seed}.tsv"
     resources:
         mem_mb=6000,
         runtime=240,

@@ -4,7 +4,10 @@
 
 def teacher_items(wildcards):
     if wildcards.modality == "vision":
-        return {"manifests": manifests(tables=["images"]), "images": "data/{dataset}/images"}
+        return {
+            "manifests": manifests(tables=["images"], splits=FEATURE_SPLITS),
+            "images": "data/{dataset}/images",
+        }
     return {"corpus": "data/{dataset}/texts.parquet"}
 
 
@@ -28,7 +31,8 @@ rule teacher_shard:
         stats="features/{dataset}/{modality}-{teacher}/shard-{shard}-of-{n}.stats.json",
     params:
         teacher=lambda wc: config["teachers"][wc.modality],
-        features={k: v for k, v in config["features"].items() if k != "shards"},
+        # shards and splits change the inputs and outputs themselves
+        features={k: v for k, v in config["features"].items() if k not in ("shards", "splits")},
     threads: 2
     log:
         "logs/{dataset}/teacher/{modality}-{teacher}/shard-{shard}-of-{n}.log",

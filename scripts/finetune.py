@@ -1,4 +1,4 @@
-"""Rule finetune: one task x regime x method, trained and evaluated (see stages/finetune)."""
+"""Rule finetune: one task x regime x method x seed, trained and evaluated (see stages/finetune)."""
 
 from pathlib import Path
 
@@ -20,7 +20,7 @@ with rule_logging(smk.log[0], smk.threads):
         text_index=smk.input.get("text"),
         training=smk.params.training,
         mad=smk.params.distill,
-        seed=smk.params.seed,
+        seed=int(wc.seed),
         out_path=smk.output.model,
         metrics_path=smk.output.metrics,
     )

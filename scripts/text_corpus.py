@@ -1,4 +1,4 @@
-"""Rule text_corpus: every distinct text of every task and split, keyed by a stable id."""
+"""Rule text_corpus: the distinct texts the text teacher encodes, keyed by a stable id."""
 
 from pathlib import Path
 
@@ -9,5 +9,5 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with rule_logging(smk.log[0], smk.threads) as log:
     root = Path(smk.output[0]).parent
-    corpus = make_text_corpus(root, smk.output[0])
+    corpus = make_text_corpus(root, smk.output[0], splits=smk.params.splits)
     log.info("%d distinct texts", len(corpus))

@@ -46,11 +46,14 @@ def test_tiny_pipeline_produces_every_manifest_and_both_caches(tiny_run):
     for split in SPLITS:
         for table in TABLES:
             assert (root / "manifest" / split / f"{table}.parquet").is_file()
-    images = pl.concat([pl.read_parquet(root / "manifest" / s / "images.parquet") for s in SPLITS])
+    # the teachers encode the training split only (features.splits' default)
+    images = pl.read_parquet(root / "manifest" / "train" / "images.parquet")
     vision = FeatureStore(tiny_run / "features/tiny/vision-efficientnet_lite0/index.parquet")
     assert sorted(vision.keys) == sorted(images["image_id"].to_list())
     assert vision.dim == 1280 and tuple(vision.grid) == (2, 2)  # 64 px / 32
     texts = pl.read_parquet(root / "texts.parquet")
+    train_captions = pl.read_parquet(root / "manifest" / "train" / "captions.parquet")
+    assert set(train_captions["caption"]) <= set(texts["text"])
     text = FeatureStore(tiny_run / "features/tiny/text-minilm/index.parquet")
     assert sorted(text.keys) == sorted(texts["text_id"].to_list())
     batch = text.get(texts["text_id"].to_list()[:3])
@@ -66,9 +69,10 @@ def test_tiny_pipeline_produces_every_manifest_and_both_caches(tiny_run):
 def test_every_job_has_a_log_and_a_benchmark(tiny_run):
     logs = sorted(p.relative_to(tiny_run / "logs") for p in (tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
-    # data, text corpus, 2 modalities x (2 shards + index), pretrain, mad, 3 x 2 x 2 finetune
-    assert len(logs) == 22, logs
-    assert len(benchmarks) == 22
+    # data, text corpus, 2 modalities x (2 shards + index), pretrain, mad, 3 x 2 x 2 finetune,
+    # finetune report
+    assert len(logs) == 23, logs
+    assert len(benchmarks) == 23
     shard_log = (tiny_run / "logs/tiny/teacher/vision-efficientnet_lite0/shard-000-of-002.log")
     assert "done in" in shard_log.read_text()
 
@@ -111,15 +115,20 @@ def test_finetune_results_exist_for_every_task_regime_and_method(tiny_run):
     for task in ("vqa", "ve", "vcr"):
         for regime in ("lowshot-50", "full"):
             for method in ("baseline", "mad"):
-                path = tiny_run / "models/tiny" / task / regime / method / "metrics.json"
+                path = tiny_run / "models/tiny" / task / regime / method / "seed-0/metrics.json"
                 metrics = json.loads(path.read_text())
                 assert set(metrics["results"]) == {"test", "test_shifted"}
                 for result in metrics["results"].values():
                     assert result["n"] > 0
                     assert ("majority_baseline" if task == "vqa" else "chance") in result
                 assert (metrics["probe"] is None) == (method == "baseline")
-    low = json.loads((tiny_run / "models/tiny/ve/lowshot-50/baseline/metrics.json").read_text())
-    full = json.loads((tiny_run / "models/tiny/ve/full/baseline/metrics.json").read_text())
+    report = (tiny_run / "results/tiny/finetune.md").read_text()
+    assert "| reference | n |" in report and "(majority)" in report and "(chance)" in report
+    rows = pl.read_csv(tiny_run / "results/tiny/finetune.csv")
+    assert len(rows) == 2 * 2 * 2 * (1 + 1 + 3)  # regimes x methods x splits x task metrics
+    ve = tiny_run / "models/tiny/ve"
+    low = json.loads((ve / "lowshot-50/baseline/seed-0/metrics.json").read_text())
+    full = json.loads((ve / "full/baseline/seed-0/metrics.json").read_text())
     assert low["n_train_images"] == 12 and full["n_train_images"] == 24
 
 
@@ -127,7 +136,15 @@ def test_finetune_results_exist_for_every_task_regime_and_method(tiny_run):
 def test_a_per_task_learning_rate_edit_reruns_only_that_tasks_finetuning(tiny_run):
     override = tiny_run / "configs" / "vqa_lr.yaml"
     override.write_text("finetune:\n  per_task: {vqa: {lr: 0.01}}\n")
-    assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 4, "all": 1}
+    assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 4, "finetune_report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_another_seed_adds_only_its_own_finetuning_jobs(tiny_run):
+    override = tiny_run / "configs" / "seeds.yaml"
+    override.write_text("finetune:\n  seeds: [0, 1]\n")
+    # 3 tasks x 2 regimes x 2 methods for seed 1; seed 0's results and the students stay
+    assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 12, "finetune_report": 1, "all": 1}
 
 
 @pytest.mark.slow

@@ -74,6 +74,11 @@ TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
     "ve": ("hypothesis",),
     "vcr": ("question", "answers", "rationales"),
 }
+# What the text teacher encodes: every text a distillation target or a probe feature is read for.
+# Hard negatives only serve the student's image-text matching, never a teacher.
+TEACHER_TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
+    **TEXT_COLUMNS, "captions": ("caption",),
+}
 
 
 class ManifestError(ValueError):
@@ -123,11 +128,12 @@ def text_id(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def collect_texts(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+def collect_texts(frames: dict[str, pl.DataFrame],
+                  columns: dict[str, tuple[str, ...]] = TEXT_COLUMNS) -> pl.DataFrame:
     """Unique texts (text_id, text) of the given task tables, sorted by id for stable sharding."""
     parts: list[pl.Series] = []
     for table, df in frames.items():
-        for column in TEXT_COLUMNS.get(table, ()):
+        for column in columns.get(table, ()):
             series = df.get_column(column)
             if series.dtype == pl.List(pl.String):
                 series = series.explode()

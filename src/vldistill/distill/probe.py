@@ -39,7 +39,7 @@ class LinearProbe:
 
 
 def fit_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None,
-              l2: float = 1e-3, max_iter: int = 200) -> LinearProbe:
+              l2: float = 1e-3, max_iter: int = 50) -> LinearProbe:
     """Fit on [N, F] with labels in [0, K) (classification) or [N, C, F] with the gold index."""
     if features.ndim not in (2, 3) or len(features) != len(labels) or len(labels) == 0:
         raise ValueError(f"need features [N, F] or [N, C, F] and N labels, got "

@@ -34,6 +34,16 @@ def reverse_ids(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ids.gather(1, src)
 
 
+def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the trailing columns that no row of the batch uses (any leading dims).
+
+    Texts are tokenised once to the full context length, but a batch of short questions needs
+    only its longest row: attention cost grows with the columns, and padding changes no output.
+    """
+    n = max(int(mask.sum(dim=-1).max()), 1) if mask.numel() else 1
+    return ids[..., :n], mask[..., :n]
+
+
 class Tokenizer:
     def __init__(self, context_length: int = 32) -> None:
         if context_length < 2:

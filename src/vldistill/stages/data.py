@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from vldistill.data.manifest import SPLITS, TASKS, collect_texts, manifest_path, read_manifest
+from vldistill.data.manifest import (
+    SPLITS,
+    TASKS,
+    TEACHER_TEXT_COLUMNS,
+    collect_texts,
+    manifest_path,
+    read_manifest,
+)
 from vldistill.data.synthetic import SyntheticConfig, generate
 from vldistill.io import atomic_output, write_json
 
@@ -18,13 +26,16 @@ def make_synthetic(params: dict, seed: int, root: str | Path, summary_path: str 
     return summary
 
 
-def make_text_corpus(root: str | Path, out_path: str | Path) -> pl.DataFrame:
-    """Every distinct text of every task and split: what the text teacher must encode."""
+def make_text_corpus(root: str | Path, out_path: str | Path,
+                     splits: Sequence[str] = SPLITS) -> pl.DataFrame:
+    """The distinct texts of ``splits`` that a teacher target or probe feature is read for
+    (captions, questions, hypotheses, VCR answers and rationales; not hard negatives)."""
     frames: dict[str, list[pl.DataFrame]] = {task: [] for task in TASKS}
-    for split in SPLITS:
+    for split in splits:
         for task in TASKS:
             frames[task].append(read_manifest(manifest_path(root, split, task), task))
-    corpus = collect_texts({task: pl.concat(parts) for task, parts in frames.items()})
+    corpus = collect_texts({task: pl.concat(parts) for task, parts in frames.items()},
+                           columns=TEACHER_TEXT_COLUMNS)
     with atomic_output(out_path) as tmp:
         corpus.write_parquet(tmp, statistics=False)
     return corpus

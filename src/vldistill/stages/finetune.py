@@ -30,11 +30,18 @@ from vldistill.io import write_json
 from vldistill.models.config import HeadsConfig
 from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
 from vldistill.models.student import Student
-from vldistill.models.tokenizer import Tokenizer
+from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.stages.student import clear_states, load_backbone, state_path
 from vldistill.train.distill_step import TeacherFeatures, student_states
 from vldistill.train.loop import TrainConfig, train
-from vldistill.train.tasks import TaskData, build_task_data, evaluate, task_logits, task_loss
+from vldistill.train.tasks import (
+    TaskData,
+    build_task_data,
+    evaluate,
+    init_head_from_prior,
+    task_logits,
+    task_loss,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +116,19 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path,
         vision_dim, text_dim = teachers.dims
         heads = HeadsConfig(vqa_answers=len(vocab or []), teacher_vision_dim=vision_dim,
                             teacher_text_dim=text_dim)
+    torch.manual_seed(seed)  # fresh heads and projections differ per fine-tuning seed
     model = create_student(cfg, heads)
     load_backbone(model, start)
     model.decoder.set_output_vocabulary(source.decoder.output_vocabulary())
+    init_head_from_prior(model, data)
 
-    loss_fn, probe_info = _loss_fn(model, data, bank, mad_cfg, teachers, train_frame, tokenizer,
-                                   seed)
+    loss_fn, probe_info, schedule = _loss_fn(model, data, bank, mad_cfg, teachers, train_frame,
+                                             tokenizer, seed)
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
     state = state_path(out_path, {"task": task, "regime": regime, "method": method,
                                   "start": str(start), "training": training, "mad": mad,
                                   "seed": seed})
-    history = train(model, loss_fn, len(data), train_cfg, state)
+    history = train(model, loss_fn, len(data), train_cfg, state, extra_state=schedule)
     save_checkpoint(out_path, model, extra={"task": task, "regime": regime, "method": method,
                                             "seed": seed, "answer_vocab": vocab})
     clear_states(out_path)
@@ -149,7 +158,7 @@ def _loss_fn(model: Student, data: TaskData, bank, mad_cfg, teachers: TeacherFea
     if mad_cfg is None:
         def task_only(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
             return {"loss": task_loss(task_logits(m, data, rows, images=bank), data, rows)}
-        return task_only, None
+        return task_only, None, None
 
     p_gold, probe_loss = teacher_confidence(teachers, data, frame, seed)
     schedule = AdaptiveLambda(mad_cfg, probe_loss)
@@ -161,7 +170,7 @@ def _loss_fn(model: Student, data: TaskData, bank, mad_cfg, teachers: TeacherFea
         images = bank.at(data.image_rows[rows])
         vision = m.encode_image(images)
         task = task_loss(task_logits(m, data, rows, vision=vision), data, rows)
-        ids, mask = primary_ids[rows], primary_mask[rows]
+        ids, mask = trim_padding(primary_ids[rows], primary_mask[rows])
         states = student_states(m, vision, m.encode_text(ids, mask), mask, teachers.grid)
         targets = teachers.batch([data.image_ids[i] for i in rows.tolist()],
                                  [data.primary_text[i] for i in rows.tolist()])
@@ -170,4 +179,4 @@ def _loss_fn(model: Student, data: TaskData, bank, mad_cfg, teachers: TeacherFea
         return {"loss": task + lam * distill["loss"], "task": task.detach(),
                 "distill": distill["loss"].detach(), "lambda": torch.tensor(lam)}
 
-    return with_distillation, info
+    return with_distillation, info, schedule

@@ -29,6 +29,7 @@ from vldistill.train.loop import TrainConfig, train
 from vldistill.train.pretrain import (
     CaptionCorpus,
     build_caption_corpus,
+    caption_batch,
     caption_vocabulary,
     encode_captions,
     pretrain_loss,
@@ -125,7 +126,7 @@ def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str |
     def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         vision, text = encode_captions(m, corpus, bank, rows)
         out = pretrain_loss(m, corpus, bank, rows, encoded=(vision, text))
-        states = student_states(m, vision, text, corpus.mask[rows], teachers.grid)
+        states = student_states(m, vision, text, caption_batch(corpus, rows)[1], teachers.grid)
         targets = teachers.batch([image_ids[i] for i in rows.tolist()],
                                  [texts[i] for i in rows.tolist()])
         distill = distillation_loss(mad_cfg, states, targets)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from vldistill.data.images import ImageBank
 from vldistill.models.student import Student
 from vldistill.models.text import TextOutput
-from vldistill.models.tokenizer import Tokenizer
+from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.models.vision import VisionOutput
 
 
@@ -61,7 +61,15 @@ def encode_captions(model: Student, corpus: CaptionCorpus, bank: ImageBank,
                     rows: torch.Tensor) -> tuple[VisionOutput, TextOutput]:
     """The student's image and caption encodings of a batch, shared by every loss on it."""
     vision = model.encode_image(bank.at(corpus.image_rows[rows]))
-    return vision, model.encode_text(corpus.ids[rows], corpus.mask[rows])
+    return vision, model.encode_text(*caption_batch(corpus, rows))
+
+
+def caption_batch(corpus: CaptionCorpus, rows: torch.Tensor,
+                  negatives: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of the rows' captions (or their hard negatives), trimmed to the longest."""
+    if negatives:
+        return trim_padding(corpus.negative_ids[rows], corpus.negative_mask[rows])
+    return trim_padding(corpus.ids[rows], corpus.mask[rows])
 
 
 def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: torch.Tensor,
@@ -70,14 +78,15 @@ def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: 
                   ) -> dict[str, torch.Tensor]:
     """ITM + captioning of a batch; ``encoded`` reuses encodings another loss already made."""
     vision, text = encoded or encode_captions(model, corpus, bank, rows)
-    ids, mask = corpus.ids[rows], corpus.mask[rows]
+    ids, mask = caption_batch(corpus, rows)
     caption = model.caption_loss_from_levels(vision.levels, ids, mask)
 
-    negative = model.encode_text(corpus.negative_ids[rows], corpus.negative_mask[rows])
+    negative_ids, negative_mask = caption_batch(corpus, rows, negatives=True)
+    negative = model.encode_text(negative_ids, negative_mask)
     has_negative = corpus.has_negative[rows]
     logits = [
         model.heads("itm", model.fuse(vision, text, mask).pooled),
-        model.heads("itm", model.fuse(vision, negative, corpus.negative_mask[rows]).pooled),
+        model.heads("itm", model.fuse(vision, negative, negative_mask).pooled),
         model.heads("itm", model.fuse(vision, _roll(text), mask.roll(1, dims=0)).pooled),
     ]
     labels = [torch.ones(len(rows)), torch.zeros(len(rows)), torch.zeros(len(rows))]

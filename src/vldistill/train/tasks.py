@@ -31,7 +31,7 @@ from vldistill.eval import (
 )
 from vldistill.models.heads import vcr_choice_logits
 from vldistill.models.student import Student
-from vldistill.models.tokenizer import Tokenizer
+from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.models.vision import VisionOutput
 
 TASK_NAMES: tuple[str, ...] = ("vqa", "ve", "vcr")
@@ -198,7 +198,7 @@ def task_logits(model: Student, data: TaskData, rows: torch.Tensor,
         vision = model.encode_image(images.to(device))
     if len(vision.pooled) != len(rows):
         raise ValueError(f"vision outputs for {len(vision.pooled)} images but {len(rows)} rows")
-    ids, mask = data.ids[rows].to(device), data.mask[rows].to(device)
+    ids, mask = trim_padding(data.ids[rows].to(device), data.mask[rows].to(device))
     if data.task != "vcr":
         fused = model.fuse(vision, model.encode_text(ids, mask), mask)
         return model.heads(data.task, fused.pooled)
@@ -207,6 +207,26 @@ def task_logits(model: Student, data: TaskData, rows: torch.Tensor,
     fused = model.fuse(repeat_vision(vision, VCR_CHOICES), model.encode_text(flat_ids, flat_mask),
                        flat_mask)
     return vcr_choice_logits(model.heads("vcr", fused.pooled), VCR_CHOICES)
+
+
+def init_head_from_prior(model: Student, data: TaskData) -> None:
+    """Set the task head's output bias to the training labels' prior, so the first steps learn
+    from the image and question instead of spending themselves on the answer frequencies.
+
+    VQA (per-answer BCE): bias_k = logit(mean soft score of answer k). VE (softmax): bias_c =
+    log(frequency of class c). VCR scores candidates with one shared logit: nothing to set.
+    """
+    if data.task == "vcr":
+        return
+    head = model.heads.vqa if data.task == "vqa" else model.heads.ve
+    if data.task == "vqa":
+        prior = data.targets.float().mean(dim=0)
+        bias = torch.logit(prior.clamp(1e-4, 1 - 1e-4))
+    else:
+        counts = torch.bincount(data.gold.long(), minlength=head.out.out_features).float()
+        bias = torch.log((counts + 1) / (counts.sum() + len(counts)))
+    with torch.no_grad():
+        head.out.bias.copy_(bias.to(head.out.bias))
 
 
 def task_loss(logits: torch.Tensor, data: TaskData, rows: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Results: collect every job's metrics into long tables, summarise over seeds, render."""
