@@ -19,6 +19,8 @@ rule student_pretrain:
         objective=config["pretrain"].get("objective", {}),
         seed=config["seed"],
     threads: 2
+    # on the critical path to every teacher method: schedule before the baselines
+    priority: 10
     log:
         "logs/{dataset}/student/pretrain.log",
     benchmark:
@@ -45,6 +47,8 @@ rule student_mad:
         distill=config["mad"].get("distill", {}),
         seed=config["seed"],
     threads: 2
+    # on the critical path to every teacher method: schedule before the baselines
+    priority: 10
     log:
         "logs/{dataset}/student/mad.log",
     benchmark:

@@ -34,6 +34,8 @@ rule teacher_shard:
         # shards and splits change the inputs and outputs themselves
         features={k: v for k, v in config["features"].items() if k not in ("shards", "splits")},
     threads: 2
+    # on the critical path to every teacher method: schedule before the baselines
+    priority: 10
     log:
         "logs/{dataset}/teacher/{modality}-{teacher}/shard-{shard}-of-{n}.log",
     benchmark:
@@ -60,6 +62,7 @@ rule teacher_index:
     output:
         index="features/{dataset}/{modality}-{teacher}/index.parquet",
         throughput="features/{dataset}/{modality}-{teacher}/throughput.tsv",
+    priority: 10
     log:
         "logs/{dataset}/teacher/{modality}-{teacher}/index.log",
     benchmark:

@@ -246,3 +246,11 @@ def test_config_from_dict() -> None:
         StudentConfig(width=130)
     with pytest.raises(ValueError, match="image_size"):
         StudentConfig(image_size=48)
+
+
+def test_without_progressive_upsampling_every_decoder_layer_reads_the_finest_level():
+    from vldistill.models.fusion import coarse_to_fine_schedule
+
+    assert coarse_to_fine_schedule(3, 3) == (2, 1, 0)  # coarse (index 2) to fine (index 0)
+    assert coarse_to_fine_schedule(4, 3) == (2, 1, 0, 0)
+    assert coarse_to_fine_schedule(3, 3, progressive=False) == (0, 0, 0)

@@ -38,6 +38,8 @@ class StudentConfig:
     fusion_layers: int = 2
     # captioning decoder; layer i cross-attends to pyramid level i counted coarse to fine
     decoder_layers: int = 3
+    # False: every decoder layer reads the finest level only (the single-scale ablation)
+    progressive: bool = True
     heads: int = 4
     mlp_ratio: float = 4.0
     context_length: int = 32
@@ -71,6 +73,8 @@ class StudentConfig:
                 f"StudentConfig.image_size ({self.image_size}) must be divisible by the coarsest "
                 f"stride {self.coarsest_stride} of {len(self.pyramid_channels)} pyramid stages"
             )
+        if not isinstance(self.progressive, bool):
+            raise ValueError(f"StudentConfig.progressive must be a bool, got {self.progressive!r}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"StudentConfig.mlp_ratio must be positive, got {self.mlp_ratio!r}")
         if not 0.0 <= self.dropout < 1.0:

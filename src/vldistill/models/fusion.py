@@ -59,8 +59,12 @@ class FusionEncoder(nn.Module):
         return FusedOutput(tokens=x, pooled=self.ln_pooled(pool_at_eot(x, mask)))
 
 
-def coarse_to_fine_schedule(decoder_layers: int, levels: int) -> tuple[int, ...]:
-    """Index into the fine-to-coarse level list read by each decoder layer."""
+def coarse_to_fine_schedule(decoder_layers: int, levels: int,
+                            progressive: bool = True) -> tuple[int, ...]:
+    """Index into the fine-to-coarse level list read by each decoder layer (all 0, the finest
+    level, without progressive upsampling)."""
+    if not progressive:
+        return (0,) * decoder_layers
     return tuple(max(levels - 1 - i, 0) for i in range(decoder_layers))
 
 
@@ -77,7 +81,8 @@ class CaptionDecoder(nn.Module):
             for _ in range(cfg.decoder_layers)
         )
         self.ln_final = nn.LayerNorm(d)
-        self.level_for_layer = coarse_to_fine_schedule(cfg.decoder_layers, cfg.levels)
+        self.level_for_layer = coarse_to_fine_schedule(cfg.decoder_layers, cfg.levels,
+                                                       cfg.progressive)
         # Optional closed output vocabulary (see set_output_vocabulary); one extra learned row
         # scores every token outside it. Empty buffers = predict over the full BPE vocabulary.
         self.unk_embedding = nn.Parameter(torch.zeros(d))
@@ -158,13 +163,17 @@ class CaptionDecoder(nn.Module):
         return self.token_log_probs(image_levels, ids, mask, direction).sum(dim=1)
 
     def length_normalised_score(
-        self, image_levels: Sequence[torch.Tensor], ids: torch.Tensor, mask: torch.Tensor
+        self,
+        image_levels: Sequence[torch.Tensor],
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        directions: Sequence[str] = DIRECTIONS,
     ) -> torch.Tensor:
-        """[B]: h_slow = fwd / len + bwd / len, len = number of target tokens."""
+        """[B]: h_slow = fwd / len + bwd / len, len = number of target tokens (only the forward
+        term for a model trained forward-only)."""
         n = mask[:, 1:].sum(dim=1).clamp(min=1)
-        fwd = self.caption_log_likelihood(image_levels, ids, mask, "forward")
-        bwd = self.caption_log_likelihood(image_levels, ids, mask, "backward")
-        return fwd / n + bwd / n
+        return sum(self.caption_log_likelihood(image_levels, ids, mask, d) / n
+                   for d in directions)
 
     def pairwise_scores(
         self,
@@ -172,6 +181,7 @@ class CaptionDecoder(nn.Module):
         ids: torch.Tensor,
         mask: torch.Tensor,
         max_pairs: int = 256,
+        directions: Sequence[str] = DIRECTIONS,
     ) -> torch.Tensor:
         """[N, M] h_slow of every image (N) with every caption (M), scored as batched pairs.
 
@@ -185,5 +195,5 @@ class CaptionDecoder(nn.Module):
         for start in range(0, n_img * n_txt, max_pairs):
             ii, tt = img_idx[start : start + max_pairs], txt_idx[start : start + max_pairs]
             levels = [lv[ii] for lv in image_levels]
-            scores.append(self.length_normalised_score(levels, ids[tt], mask[tt]))
+            scores.append(self.length_normalised_score(levels, ids[tt], mask[tt], directions))
         return torch.cat(scores).view(n_img, n_txt)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vldistill.models.config import HeadsConfig, StudentConfig
-from vldistill.models.fusion import CaptionDecoder, FusedOutput, FusionEncoder
+from vldistill.models.fusion import DIRECTIONS, CaptionDecoder, FusedOutput, FusionEncoder
 from vldistill.models.heads import TaskHeads, TeacherProjections
 from vldistill.models.text import TextEncoder, TextOutput
 from vldistill.models.vision import VisionOutput, VisionPyramid
@@ -100,17 +100,21 @@ class Student(nn.Module):
         return torch.stack(losses).mean()
 
     def slow_scores(
-        self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+        self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+        directions: Sequence[str] = DIRECTIONS,
     ) -> torch.Tensor:
         """[B] h_slow of aligned (image i, caption i) pairs."""
-        return self.decoder.length_normalised_score(self.encode_image(images).levels, ids, mask)
+        return self.decoder.length_normalised_score(self.encode_image(images).levels, ids, mask,
+                                                    directions)
 
     def slow_score_matrix(
-        self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, max_pairs: int = 256
+        self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, max_pairs: int = 256,
+        directions: Sequence[str] = DIRECTIONS,
     ) -> torch.Tensor:
         """[N, M] h_slow of every image with every caption (images encoded once)."""
         levels = self.encode_image(images).levels
-        return self.decoder.pairwise_scores(levels, ids, mask, max_pairs=max_pairs)
+        return self.decoder.pairwise_scores(levels, ids, mask, max_pairs=max_pairs,
+                                            directions=directions)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -1,0 +1,64 @@
+"""The gallery index: L2-normalised image embeddings in a faiss index built from a factory string.
+
+``factory`` is any ``faiss.index_factory`` description ("Flat" exact search by default;
+"IVF256,Flat", "HNSW32", "IVF1024,PQ32" for large galleries) over inner product, which equals
+cosine similarity on normalised vectors. Indexes that need training are trained on the gallery
+itself. With GPU faiss and a GPU the index is searched there; the file is always the CPU form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from vldistill.io import atomic_output
+
+log = logging.getLogger(__name__)
+
+
+def build_index(embeddings: np.ndarray, factory: str = "Flat", nprobe: int | None = None
+                ) -> faiss.Index:
+    """A faiss index over ``embeddings`` [N, D] (float32, rows L2-normalised) with inner product."""
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"expected embeddings [N, D] with N > 0, got shape {x.shape}")
+    try:
+        index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise ValueError(f"faiss cannot build index {factory!r}: {error}") from None
+    if not index.is_trained:
+        index.train(x)
+    index.add(x)
+    if nprobe is not None:
+        set_nprobe(index, nprobe)
+    return index
+
+
+def set_nprobe(index: faiss.Index, nprobe: int) -> None:
+    """How many inverted lists an IVF index visits per query (ignored by other indexes)."""
+    with contextlib.suppress(RuntimeError):  # raised for an index without inverted lists
+        faiss.extract_index_ivf(index).nprobe = nprobe
+
+
+def save_index(index: faiss.Index, path: str | Path) -> None:
+    with atomic_output(path) as tmp:
+        faiss.write_index(index, str(tmp))
+
+
+def load_index(path: str | Path, gpu: bool = True) -> faiss.Index:
+    """Read an index; move it to the GPU when GPU faiss and a GPU are present and ``gpu``."""
+    index = faiss.read_index(str(path))
+    if gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        log.info("searching %s on the GPU", path)
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    return index
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores [Q, k], gallery rows [Q, k]) per query, best first."""
+    k = min(k, index.ntotal)
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)

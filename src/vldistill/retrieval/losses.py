@@ -1,0 +1,46 @@
+"""The Fast model's losses, both over one batch of B aligned (image i, caption i) pairs.
+
+* ``info_nce``: symmetric InfoNCE on the cosine similarities f(x_i).g(y_j) / tau_f, image ->
+  text and text -> image, the positive of row i being column i.
+* ``slow_to_fast_kl``: distillation from the Slow model. Per image x_i, the Slow model's
+  distribution over the batch's captions q_i = softmax_j(h_slow(x_i, y_j) / tau_s) is the target
+  for the Fast model's p_i = softmax_j(f(x_i).g(y_j) / tau_f): KL(q_i || p_i), averaged over rows;
+  the same per caption over the batch's images (columns); the two directions averaged.
+
+L_fast_distilled = info_nce + alpha * slow_to_fast_kl. With q = p the KL term is exactly 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def info_nce(similarity: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE on a [B, B] cosine-similarity matrix (rows: images, columns: texts)."""
+    _check_square(similarity)
+    logits = similarity / temperature
+    labels = torch.arange(len(logits), device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def slow_to_fast_kl(fast_similarity: torch.Tensor, slow_scores: torch.Tensor,
+                    tau_fast: float, tau_slow: float) -> torch.Tensor:
+    """KL(q || p) in both directions; ``slow_scores`` [B, B] h_slow(x_i, y_j) (no gradient)."""
+    _check_square(fast_similarity)
+    if slow_scores.shape != fast_similarity.shape:
+        raise ValueError(f"slow scores {tuple(slow_scores.shape)} do not match the fast "
+                         f"similarities {tuple(fast_similarity.shape)}")
+    slow = slow_scores.detach().to(fast_similarity.dtype) / tau_slow
+    fast = fast_similarity / tau_fast
+    directions = [
+        F.kl_div(F.log_softmax(f, dim=1), F.log_softmax(s, dim=1), log_target=True,
+                 reduction="batchmean")
+        for f, s in ((fast, slow), (fast.T, slow.T))
+    ]
+    return 0.5 * (directions[0] + directions[1])
+
+
+def _check_square(matrix: torch.Tensor) -> None:
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"expected a [B, B] in-batch matrix, got {tuple(matrix.shape)}")

@@ -1,0 +1,217 @@
+"""The retrieval stages: train the Slow captioner, train the Fast dual encoder (plain or
+distilled from Slow), and evaluate Fast, Slow and Fast-then-Slow re-ranking.
+
+Training uses the train split's captions; evaluation uses the test split: its images are the
+gallery, and the first ``captions_per_image`` captions of each image are the text queries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_model
+
+from vldistill.data.images import ImageBank, load_image_bank
+from vldistill.data.manifest import manifest_path, read_manifest
+from vldistill.io import atomic_output
+from vldistill.models.config import StudentConfig
+from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
+from vldistill.models.fast import FastDualEncoder
+from vldistill.models.fusion import DIRECTIONS
+from vldistill.models.student import Student
+from vldistill.models.tokenizer import Tokenizer
+from vldistill.retrieval.losses import info_nce, slow_to_fast_kl
+from vldistill.stages.student import clear_states, load_backbone, state_path
+from vldistill.train.loop import TrainConfig, train
+from vldistill.train.pretrain import (
+    CaptionCorpus,
+    build_caption_corpus,
+    caption_batch,
+    caption_vocabulary,
+)
+
+log = logging.getLogger(__name__)
+
+INITS: tuple[str, ...] = ("mad", "pretrained", "scratch")
+
+
+def caption_data(root: str | Path, split: str, image_size: int,
+                 context_length: int) -> tuple[ImageBank, CaptionCorpus]:
+    bank = load_image_bank(root, [manifest_path(root, split, "images")], image_size)
+    captions = read_manifest(manifest_path(root, split, "captions"), "captions")
+    return bank, build_caption_corpus(captions, bank, Tokenizer(context_length))
+
+
+def train_slow(*, root: str | Path, init: str, start: str | Path | None, student: dict,
+               progressive: bool, directions: Sequence[str], training: dict, seed: int,
+               out_path: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+    """The Slow model: the student's captioning decoder trained with the (bi)directional
+    captioning loss, from the MAD student, the pre-trained student or scratch."""
+    directions = tuple(directions)
+    if not directions or set(directions) - set(DIRECTIONS):
+        raise ValueError(f"directions must be a non-empty subset of {DIRECTIONS}, got "
+                         f"{directions}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "scratch":
+        cfg = StudentConfig.from_dict(student)
+    else:
+        if start is None:
+            raise ValueError(f"init {init!r} needs the student checkpoint")
+        _, cfg, _ = load_checkpoint(start)
+    cfg = dataclasses.replace(cfg, progressive=progressive)
+    bank, corpus = caption_data(root, "train", cfg.image_size, cfg.context_length)
+    torch.manual_seed(seed)
+    model = create_student(cfg)
+    if init != "scratch":
+        load_backbone(model, start)
+    model.decoder.set_output_vocabulary(caption_vocabulary(corpus))
+
+    def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        ids, mask = caption_batch(corpus, rows)
+        images = bank.at(corpus.image_rows[rows])
+        return {"loss": m.caption_loss(images, ids, mask, directions)}
+
+    train_cfg = TrainConfig.from_dict({**training, "seed": seed})
+    state = state_path(out_path, {"init": init, "start": str(start), "progressive": progressive,
+                                  "directions": directions, "training": training, "seed": seed})
+    history = train(model, loss_fn, len(corpus), train_cfg, state)
+    save_checkpoint(out_path, model, extra={"stage": "slow", "init": init,
+                                            "directions": list(directions)})
+    clear_states(out_path)
+    return _summary(history, metrics_path, {"stage": "slow", "init": init,
+                                            "progressive": progressive,
+                                            "directions": list(directions)})
+
+
+def load_slow(path: str | Path) -> tuple[Student, tuple[str, ...]]:
+    """The Slow model in eval mode and the caption directions its score h_slow sums."""
+    model, _, extra = load_checkpoint(path)
+    return model, tuple(extra.get("directions", DIRECTIONS))
+
+
+def create_fast(cfg: StudentConfig, embed_dim: int, start: str | Path | None) -> FastDualEncoder:
+    """A Fast model, its towers copied from a student checkpoint when ``start`` is given."""
+    model = FastDualEncoder(cfg, embed_dim)
+    if start is not None:
+        weights = load_file(str(start))
+        # the student stores its shared token embedding once, possibly under the decoder's name
+        if "text.token_embedding.weight" not in weights:
+            weights["text.token_embedding.weight"] = weights["decoder.token_embedding.weight"]
+        own = model.state_dict()
+        towers = {k: v for k, v in weights.items()
+                  if k.startswith(("vision.", "text.")) and k in own and own[k].shape == v.shape}
+        missing = [k for k in own if k.startswith(("vision.", "text.")) and k not in towers]
+        if missing:
+            raise ValueError(f"{start} lacks tower weights {missing[:5]}")
+        model.load_state_dict(towers, strict=False)
+    return model
+
+
+def train_fast(*, root: str | Path, init: str, start: str | Path | None, student: dict,
+               embed_dim: int, temperature: float, training: dict, seed: int,
+               distill: dict | None, slow_path: str | Path | None,
+               out_path: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+    """The Fast dual encoder: InfoNCE, plus alpha * KL from the Slow model's in-batch score
+    distribution when ``distill`` ({alpha, tau_slow}) is given."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    cfg = StudentConfig.from_dict(student) if init == "scratch" else load_checkpoint(start)[1]
+    bank, corpus = caption_data(root, "train", cfg.image_size, cfg.context_length)
+    torch.manual_seed(seed)
+    model = create_fast(cfg, embed_dim, None if init == "scratch" else start)
+    slow, directions = (None, DIRECTIONS)
+    if distill is not None:
+        if slow_path is None:
+            raise ValueError("the distilled Fast model needs the Slow checkpoint")
+        slow, directions = load_slow(slow_path)
+        for p in slow.parameters():
+            p.requires_grad_(False)
+
+    def loss_fn(m: FastDualEncoder, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        rows = _one_caption_per_image(corpus, rows)
+        images = bank.at(corpus.image_rows[rows])
+        ids, mask = caption_batch(corpus, rows)
+        similarity = m.encode_image(images) @ m.encode_text(ids, mask).T
+        nce = info_nce(similarity, temperature)
+        if slow is None:
+            return {"loss": nce}
+        with torch.no_grad():
+            slow_scores = slow.slow_score_matrix(images, ids, mask, directions=directions)
+        kl = slow_to_fast_kl(similarity, slow_scores, temperature, distill["tau_slow"])
+        return {"loss": nce + distill["alpha"] * kl, "nce": nce.detach(), "kl": kl.detach()}
+
+    train_cfg = TrainConfig.from_dict({**training, "seed": seed})
+    state = state_path(out_path, {"init": init, "start": str(start), "embed_dim": embed_dim,
+                                  "temperature": temperature, "distill": distill,
+                                  "slow": str(slow_path), "training": training, "seed": seed})
+    history = train(model, loss_fn, len(corpus), train_cfg, state)
+    save_fast(out_path, model, {"temperature": temperature, "distilled": distill is not None})
+    clear_states(out_path)
+    return _summary(history, metrics_path, {"stage": "fast", "init": init,
+                                            "distill": distill})
+
+
+def _one_caption_per_image(corpus: CaptionCorpus, rows: torch.Tensor) -> torch.Tensor:
+    """Drop rows whose image already appears earlier in the batch: two captions of one image
+    would be each other's false negatives in the in-batch softmax."""
+    seen: set[int] = set()
+    keep = []
+    for i, image in enumerate(corpus.image_rows[rows].tolist()):
+        if image not in seen:
+            seen.add(image)
+            keep.append(i)
+    return rows[keep]
+
+
+FAST_FORMAT = "vldistill.fast/1"
+
+
+def save_fast(path: str | Path, model: FastDualEncoder, extra: dict[str, Any]) -> None:
+    import json
+
+    metadata = {"format": FAST_FORMAT, "embed_dim": str(model.embed_dim),
+                "student_config": json.dumps(model.cfg.to_dict(), sort_keys=True),
+                "extra": json.dumps(extra, sort_keys=True)}
+    with atomic_output(path) as tmp:
+        save_model(model, str(tmp), metadata=metadata)
+
+
+def load_fast(path: str | Path) -> tuple[FastDualEncoder, dict[str, Any]]:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_model
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FAST_FORMAT:
+        raise ValueError(f"{path}: not a {FAST_FORMAT} checkpoint")
+    model = FastDualEncoder(StudentConfig.from_dict(json.loads(meta["student_config"])),
+                            int(meta["embed_dim"]))
+    load_model(model, str(path), strict=True)
+    return model.eval(), json.loads(meta["extra"])
+
+
+def _summary(history: list[dict], metrics_path: str | Path, info: dict) -> dict[str, Any]:
+    from vldistill.io import write_json
+
+    tail = history[-max(1, len(history) // 10):]
+    summary = {**info, "steps": len(history),
+               "final": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0] if k != "step"},
+               "history": history}
+    write_json(summary, metrics_path)
+    log.info("final (mean of the last %d steps): %s", len(tail), summary["final"])
+    return summary
+
+
+def timed(fn, *args, **kwargs) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start

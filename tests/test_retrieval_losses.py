@@ -1,0 +1,42 @@
+import math
+
+import pytest
+import torch
+
+from vldistill.retrieval.losses import info_nce, slow_to_fast_kl
+
+
+def test_distillation_is_zero_when_the_two_distributions_match():
+    g = torch.Generator().manual_seed(0)
+    fast = torch.randn(6, 6, generator=g)
+    # same distributions: slow / tau_s == fast / tau_f, plus per-row constants (softmax ignores)
+    slow = fast * (0.5 / 0.05)
+    assert slow_to_fast_kl(fast, slow, tau_fast=0.05, tau_slow=0.5).item() == pytest.approx(
+        0.0, abs=1e-6)
+    shifted_rows = slow + torch.arange(6.0)[:, None]
+    # rows shifted by a constant keep the row direction's distribution, not the column one's
+    assert slow_to_fast_kl(fast, shifted_rows, 0.05, 0.5).item() > 0
+
+
+def test_distillation_is_positive_and_pulls_fast_towards_slow():
+    g = torch.Generator().manual_seed(1)
+    slow = torch.randn(5, 5, generator=g)
+    fast = torch.zeros(5, 5, requires_grad=True)
+    loss = slow_to_fast_kl(fast, slow, tau_fast=1.0, tau_slow=1.0)
+    assert loss.item() > 0
+    loss.backward()
+    with torch.no_grad():
+        stepped = fast - 1.0 * fast.grad
+    assert slow_to_fast_kl(stepped, slow, 1.0, 1.0) < loss
+
+
+def test_info_nce_is_log_b_for_uninformative_similarities_and_small_for_a_perfect_match():
+    assert info_nce(torch.zeros(8, 8), 0.1).item() == pytest.approx(math.log(8))
+    assert info_nce(torch.eye(8), 0.01).item() < 1e-6
+
+
+def test_shapes_are_checked():
+    with pytest.raises(ValueError, match="in-batch"):
+        info_nce(torch.zeros(2, 3), 0.1)
+    with pytest.raises(ValueError, match="do not match"):
+        slow_to_fast_kl(torch.zeros(2, 2), torch.zeros(3, 3), 0.1, 0.1)

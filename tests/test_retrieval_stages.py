@@ -1,0 +1,75 @@
+"""Slow and Fast training on a few generated scenes: the stages run, write what they claim,
+and the Fast towers start from the student's."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vldistill.data.synthetic import SyntheticConfig, generate
+from vldistill.models.config import StudentConfig
+from vldistill.models.factory import create_student, save_checkpoint
+from vldistill.stages.retrieval import create_fast, load_fast, load_slow, train_fast, train_slow
+
+STUDENT = {"image_size": 64, "width": 32, "pyramid_channels": [8, 16, 32], "heads": 2,
+           "text_layers": 1, "fusion_layers": 1, "decoder_layers": 3, "context_length": 32}
+TRAINING = {"steps": 2, "batch_size": 6, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 1}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scenes")
+    generate(SyntheticConfig(counts={"train": 6, "val": 2, "test": 4, "test_shifted": 2}), path,
+             seed=0, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def student_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("student") / "mad.safetensors"
+    save_checkpoint(path, create_student(StudentConfig.from_dict(STUDENT)))
+    return path
+
+
+def test_slow_trains_forward_only_single_scale_and_remembers_it(root, student_checkpoint,
+                                                                 tmp_path):
+    summary = train_slow(root=root, init="mad", start=student_checkpoint, student=STUDENT,
+                         progressive=False, directions=["forward"], training=TRAINING, seed=0,
+                         out_path=tmp_path / "slow.safetensors",
+                         metrics_path=tmp_path / "slow.json")
+    assert summary["steps"] == 2 and summary["directions"] == ["forward"]
+    slow, directions = load_slow(tmp_path / "slow.safetensors")
+    assert directions == ("forward",)
+    assert slow.decoder.level_for_layer == (0, 0, 0)
+    assert not list(tmp_path.glob(".slow.state-*"))  # resumable state removed on success
+
+
+def test_fast_towers_start_from_the_student_and_distillation_runs(root, student_checkpoint,
+                                                                   tmp_path):
+    fast = create_fast(StudentConfig.from_dict(STUDENT), 16, student_checkpoint)
+    student = load_file(str(student_checkpoint))
+    assert torch.equal(fast.state_dict()["vision.stem.0.conv.weight"],
+                       student["vision.stem.0.conv.weight"])
+    train_slow(root=root, init="scratch", start=None, student=STUDENT, progressive=True,
+               directions=["forward", "backward"], training=TRAINING, seed=0,
+               out_path=tmp_path / "slow.safetensors", metrics_path=tmp_path / "slow.json")
+    summary = train_fast(root=root, init="mad", start=student_checkpoint, student=STUDENT,
+                         embed_dim=16, temperature=0.1, training=TRAINING, seed=0,
+                         distill={"alpha": 1.0, "tau_slow": 0.5},
+                         slow_path=tmp_path / "slow.safetensors",
+                         out_path=tmp_path / "fast.safetensors",
+                         metrics_path=tmp_path / "fast.json")
+    assert {"nce", "kl"} <= set(summary["final"])
+    model, extra = load_fast(tmp_path / "fast.safetensors")
+    assert extra["distilled"] and model.embed_dim == 16
+    with torch.no_grad():
+        emb = model.encode_image(torch.zeros(2, 3, 64, 64))
+    assert torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_the_distilled_fast_model_needs_the_slow_checkpoint(root, student_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="Slow checkpoint"):
+        train_fast(root=root, init="mad", start=student_checkpoint, student=STUDENT,
+                   embed_dim=16, temperature=0.1, training=TRAINING, seed=0,
+                   distill={"alpha": 1.0, "tau_slow": 0.5}, slow_path=None,
+                   out_path=tmp_path / "f.safetensors", metrics_path=tmp_path / "f.json")
