@@ -8,8 +8,36 @@ token of every row is EOT (the text and fusion towers pool there).
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import torch
-from open_clip.tokenizer import SimpleTokenizer
+
+
+def _open_clip_tokenizer_module() -> ModuleType:
+    """open_clip's ``tokenizer.py`` alone, without running the package's ``__init__``.
+
+    Importing ``open_clip`` builds its whole model registry (timm, torch.compile hooks): seconds
+    of start-up in every job that only needs the BPE tokenizer, which is self-contained (stdlib,
+    ftfy, regex, numpy, torch and its vocabulary file beside it).
+    """
+    name = "_vldistill_open_clip_tokenizer"
+    if name in sys.modules:
+        return sys.modules[name]
+    package = importlib.util.find_spec("open_clip")
+    if package is None or package.origin is None:
+        raise ImportError("open_clip_torch is not installed; it provides the BPE tokenizer")
+    source = Path(package.origin).parent / "tokenizer.py"
+    spec = importlib.util.spec_from_file_location(name, source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+SimpleTokenizer = _open_clip_tokenizer_module().SimpleTokenizer
 
 
 def mask_from_ids(ids: torch.Tensor, eot_id: int) -> torch.Tensor:
