@@ -73,3 +73,39 @@ def test_the_distilled_fast_model_needs_the_slow_checkpoint(root, student_checkp
                    embed_dim=16, temperature=0.1, training=TRAINING, seed=0,
                    distill={"alpha": 1.0, "tau_slow": 0.5}, slow_path=None,
                    out_path=tmp_path / "f.safetensors", metrics_path=tmp_path / "f.json")
+
+
+def test_index_fast_slow_and_rerank_evaluate_one_gallery(root, student_checkpoint, tmp_path):
+    from vldistill.stages.retrieval import (
+        build_gallery_index,
+        evaluate_fast,
+        evaluate_rerank,
+        evaluate_slow,
+    )
+
+    train_slow(root=root, init="mad", start=student_checkpoint, student=STUDENT,
+               progressive=True, directions=["forward", "backward"], training=TRAINING, seed=0,
+               out_path=tmp_path / "slow.safetensors", metrics_path=tmp_path / "slow.json")
+    train_fast(root=root, init="mad", start=student_checkpoint, student=STUDENT, embed_dim=16,
+               temperature=0.1, training=TRAINING, seed=0, distill=None, slow_path=None,
+               out_path=tmp_path / "fast.safetensors", metrics_path=tmp_path / "fast.json")
+    info = build_gallery_index(root=root, fast_path=tmp_path / "fast.safetensors", split="test",
+                               factory="Flat", nprobe=None, out_path=tmp_path / "fast.faiss")
+    assert info["gallery"] == 4
+    common = {"root": root, "split": "test", "captions_per_image": 2}
+    fast = evaluate_fast(fast_path=tmp_path / "fast.safetensors",
+                         index_path=tmp_path / "fast.faiss", **common)
+    slow = evaluate_slow(slow_path=tmp_path / "slow.safetensors", **common)
+    assert fast["queries"] == slow["queries"] == 8 and fast["t2i"]["n"] == 8
+    assert slow["slow_calls_per_query"] == 4 and slow["latency_ms_per_query"]["slow"] > 0
+    assert fast["i2t"]["n"] == 4
+    whole = evaluate_rerank(fast_path=tmp_path / "fast.safetensors",
+                            index_path=tmp_path / "fast.faiss",
+                            slow_path=tmp_path / "slow.safetensors", k=99, beta=0.0, **common)
+    # K capped at the gallery; beta = 0 over the whole gallery ranks as Slow alone does
+    assert whole["k"] == 4 and whole["t2i"]["R@1"] == slow["t2i"]["R@1"]
+    top1 = evaluate_rerank(fast_path=tmp_path / "fast.safetensors",
+                           index_path=tmp_path / "fast.faiss",
+                           slow_path=tmp_path / "slow.safetensors", k=1, beta=0.5, **common)
+    # re-ranking one candidate cannot change the order: R@K equals Fast's
+    assert top1["t2i"]["R@1"] == fast["t2i"]["R@1"] and top1["slow_calls_per_query"] == 1

@@ -191,9 +191,28 @@ class CaptionDecoder(nn.Module):
         n_img, n_txt = image_levels[0].shape[0], ids.shape[0]
         img_idx = torch.arange(n_img, device=ids.device).repeat_interleave(n_txt)
         txt_idx = torch.arange(n_txt, device=ids.device).repeat(n_img)
+        scores = self.pair_scores(image_levels, ids, mask, img_idx, txt_idx, max_pairs, directions)
+        return scores.view(n_img, n_txt)
+
+    def pair_scores(
+        self,
+        image_levels: Sequence[torch.Tensor],
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        image_index: torch.Tensor,
+        text_index: torch.Tensor,
+        max_pairs: int = 256,
+        directions: Sequence[str] = DIRECTIONS,
+    ) -> torch.Tensor:
+        """[P] h_slow of the pairs (image_index[p], text_index[p]), ``max_pairs`` per batched
+        forward pass (re-ranking scores each query's K candidates this way)."""
         scores = []
-        for start in range(0, n_img * n_txt, max_pairs):
-            ii, tt = img_idx[start : start + max_pairs], txt_idx[start : start + max_pairs]
+        for start in range(0, len(image_index), max_pairs):
+            ii = image_index[start : start + max_pairs]
+            tt = text_index[start : start + max_pairs]
             levels = [lv[ii] for lv in image_levels]
-            scores.append(self.length_normalised_score(levels, ids[tt], mask[tt], directions))
-        return torch.cat(scores).view(n_img, n_txt)
+            pair_ids, pair_mask = ids[tt], mask[tt]
+            n = max(int(pair_mask.sum(dim=1).max()), 1)  # longest caption of this chunk
+            scores.append(self.length_normalised_score(levels, pair_ids[:, :n], pair_mask[:, :n],
+                                                       directions))
+        return torch.cat(scores) if scores else torch.empty(0)

@@ -8,25 +8,32 @@ gallery, and the first ``captions_per_image`` captions of each image are the tex
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors import safe_open
+from safetensors.torch import load_file, load_model, save_model
 
 from vldistill.data.images import ImageBank, load_image_bank
 from vldistill.data.manifest import manifest_path, read_manifest
-from vldistill.io import atomic_output
+from vldistill.eval.retrieval import median_rank, recall_at_k, retrieval_metrics
+from vldistill.io import atomic_output, write_json
 from vldistill.models.config import StudentConfig
 from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
 from vldistill.models.fast import FastDualEncoder
 from vldistill.models.fusion import DIRECTIONS
 from vldistill.models.student import Student
-from vldistill.models.tokenizer import Tokenizer
+from vldistill.models.tokenizer import Tokenizer, trim_padding
+from vldistill.retrieval.index import build_index, load_index, save_index, search
 from vldistill.retrieval.losses import info_nce, slow_to_fast_kl
+from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
 from vldistill.stages.student import clear_states, load_backbone, state_path
 from vldistill.train.loop import TrainConfig, train
 from vldistill.train.pretrain import (
@@ -174,8 +181,6 @@ FAST_FORMAT = "vldistill.fast/1"
 
 
 def save_fast(path: str | Path, model: FastDualEncoder, extra: dict[str, Any]) -> None:
-    import json
-
     metadata = {"format": FAST_FORMAT, "embed_dim": str(model.embed_dim),
                 "student_config": json.dumps(model.cfg.to_dict(), sort_keys=True),
                 "extra": json.dumps(extra, sort_keys=True)}
@@ -184,11 +189,6 @@ def save_fast(path: str | Path, model: FastDualEncoder, extra: dict[str, Any]) -
 
 
 def load_fast(path: str | Path) -> tuple[FastDualEncoder, dict[str, Any]]:
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_model
-
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != FAST_FORMAT:
@@ -200,8 +200,6 @@ def load_fast(path: str | Path) -> tuple[FastDualEncoder, dict[str, Any]]:
 
 
 def _summary(history: list[dict], metrics_path: str | Path, info: dict) -> dict[str, Any]:
-    from vldistill.io import write_json
-
     tail = history[-max(1, len(history) // 10):]
     summary = {**info, "steps": len(history),
                "final": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0] if k != "step"},
@@ -215,3 +213,143 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+@dataclass
+class RetrievalSet:
+    """A gallery (the split's images, bank row = gallery id) and its text queries."""
+
+    bank: ImageBank
+    ids: torch.Tensor  # [Q, L]
+    mask: torch.Tensor  # [Q, L]
+    gold: torch.Tensor  # [Q] gallery id of each query's image
+
+    @property
+    def image_to_text_gold(self) -> torch.Tensor:
+        """[N, Q] True where caption q describes gallery image n."""
+        return self.gold[None, :] == torch.arange(len(self.bank.pixels))[:, None]
+
+
+def retrieval_set(root: str | Path, split: str, captions_per_image: int, image_size: int,
+                  context_length: int) -> RetrievalSet:
+    bank = load_image_bank(root, [manifest_path(root, split, "images")], image_size,
+                           progress=False)
+    captions = read_manifest(manifest_path(root, split, "captions"), "captions")
+    queries = captions.filter(
+        pl.int_range(pl.len()).over("image_id") < captions_per_image)  # first c per image
+    ids, mask = Tokenizer(context_length)(queries["caption"].to_list())
+    return RetrievalSet(bank, ids, mask, bank.rows(queries["image_id"].to_list()))
+
+
+@torch.no_grad()
+def embed_gallery(model: FastDualEncoder, bank: ImageBank, batch_size: int = 256) -> torch.Tensor:
+    rows = torch.arange(len(bank.pixels))
+    return torch.cat([model.encode_image(bank.at(rows[i:i + batch_size]))
+                      for i in range(0, len(rows), batch_size)])
+
+
+@torch.no_grad()
+def embed_queries(model: FastDualEncoder, ids: torch.Tensor, mask: torch.Tensor,
+                  batch_size: int = 256) -> torch.Tensor:
+    return torch.cat([model.encode_text(*trim_padding(ids[i:i + batch_size],
+                                                      mask[i:i + batch_size]))
+                      for i in range(0, len(ids), batch_size)])
+
+
+def build_gallery_index(*, root: str | Path, fast_path: str | Path, split: str, factory: str,
+                        nprobe: int | None, out_path: str | Path) -> dict[str, Any]:
+    """Embed the split's images with the Fast image tower into a faiss index on disk."""
+    model, _ = load_fast(fast_path)
+    bank = load_image_bank(root, [manifest_path(root, split, "images")], model.cfg.image_size)
+    embeddings, seconds = timed(embed_gallery, model, bank)
+    index = build_index(embeddings.numpy(), factory, nprobe)
+    save_index(index, out_path)
+    info = {"gallery": index.ntotal, "dim": index.d, "factory": factory,
+            "embed_seconds": seconds}
+    log.info("index: %s", info)
+    return info
+
+
+def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
+                  split: str, captions_per_image: int) -> dict[str, Any]:
+    """Text -> image through the index, image -> text by exact dot products; timed per query."""
+    model, extra = load_fast(fast_path)
+    data = retrieval_set(root, split, captions_per_image, model.cfg.image_size,
+                         model.cfg.context_length)
+    index = load_index(index_path)
+    n_gallery, n_queries = index.ntotal, len(data.gold)
+    queries, encode_s = timed(embed_queries, model, data.ids, data.mask)
+    (scores, rows), search_s = timed(search, index, queries.numpy(), n_gallery)
+    t2i = torch.full((n_queries, n_gallery), float("-inf"))
+    t2i.scatter_(1, torch.from_numpy(rows).long(), torch.from_numpy(scores))
+    i2t = embed_gallery(model, data.bank) @ queries.T
+    fast_ms = 1000 * (encode_s + search_s) / n_queries
+    return {
+        "model": "fast_distilled" if extra.get("distilled") else "fast",
+        "t2i": retrieval_metrics(t2i, data.gold),
+        "i2t": retrieval_metrics(i2t, data.image_to_text_gold),
+        "latency_ms_per_query": {"fast": fast_ms, "slow": 0.0, "total": fast_ms},
+        "slow_calls_per_query": 0, "gallery": n_gallery, "queries": n_queries,
+    }
+
+
+@torch.no_grad()
+def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
+                  captions_per_image: int, max_pairs: int = 512) -> dict[str, Any]:
+    """The Slow model scoring every (gallery image, query) pair: the reference for re-ranking."""
+    slow, directions = load_slow(slow_path)
+    data = retrieval_set(root, split, captions_per_image, slow.cfg.image_size,
+                         slow.cfg.context_length)
+    levels = gallery_levels(slow, data.bank)  # image side computed offline, like an index
+    matrix, seconds = timed(slow.decoder.pairwise_scores, levels, data.ids, data.mask,
+                            max_pairs, directions)
+    n_gallery, n_queries = matrix.shape
+    slow_ms = 1000 * seconds / n_queries
+    return {
+        "model": "slow",
+        "t2i": retrieval_metrics(matrix.T, data.gold),
+        "i2t": retrieval_metrics(matrix, data.image_to_text_gold),
+        "latency_ms_per_query": {"fast": 0.0, "slow": slow_ms, "total": slow_ms},
+        "slow_calls_per_query": n_gallery, "gallery": n_gallery, "queries": n_queries,
+    }
+
+
+@torch.no_grad()
+def gallery_levels(slow: Student, bank: ImageBank, batch_size: int = 256) -> list[torch.Tensor]:
+    """The Slow model's pyramid of every gallery image (computed once, offline)."""
+    rows = torch.arange(len(bank.pixels))
+    parts = [slow.encode_image(bank.at(rows[i:i + batch_size])).levels
+             for i in range(0, len(rows), batch_size)]
+    return [torch.cat(level) for level in zip(*parts, strict=True)]
+
+
+@torch.no_grad()
+def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
+                    slow_path: str | Path, split: str, captions_per_image: int, k: int,
+                    beta: float, max_pairs: int = 512) -> dict[str, Any]:
+    """Fast top-K from the index, re-scored by h_slow + beta * h_fast; timed per query."""
+    fast, _ = load_fast(fast_path)
+    slow, directions = load_slow(slow_path)
+    data = retrieval_set(root, split, captions_per_image, fast.cfg.image_size,
+                         fast.cfg.context_length)
+    index = load_index(index_path)
+    n_queries, k = len(data.gold), min(k, index.ntotal)
+    levels = gallery_levels(slow, data.bank)
+    queries, encode_s = timed(embed_queries, fast, data.ids, data.mask)
+    (fast_scores, candidates), search_s = timed(search, index, queries.numpy(), k)
+    candidates, fast_scores = torch.from_numpy(candidates).long(), torch.from_numpy(fast_scores)
+    query_index = torch.arange(n_queries).repeat_interleave(k)
+    slow_scores, slow_s = timed(slow.decoder.pair_scores, levels, data.ids, data.mask,
+                                candidates.flatten(), query_index, max_pairs, directions)
+    reranked, _ = rerank_top_k(candidates, fast_scores, slow_scores.view(n_queries, k), beta)
+    _, fast_order = search(index, queries.numpy(), index.ntotal)  # the tail beyond K, untimed
+    ranks = ranks_after_rerank(reranked, torch.from_numpy(fast_order).long(), data.gold)
+    fast_ms, slow_ms = 1000 * (encode_s + search_s) / n_queries, 1000 * slow_s / n_queries
+    return {
+        "model": f"rerank_k{k}", "k": k, "beta": beta,
+        "t2i": {**recall_at_k(ranks), "median_rank": median_rank(ranks), "n": n_queries},
+        "latency_ms_per_query": {"fast": fast_ms, "slow": slow_ms, "total": fast_ms + slow_ms},
+        "slow_calls_per_query": k, "gallery": index.ntotal, "queries": n_queries,
+    }
