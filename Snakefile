@@ -16,6 +16,7 @@ include: "rules/teacher.smk"
 include: "rules/student.smk"
 include: "rules/finetune.smk"
 include: "rules/report.smk"
+include: "rules/retrieval.smk"
 
 
 # Until the results table exists, the default target is the fine-tuning report (which needs the
@@ -24,6 +25,7 @@ rule all:
     default_target: True
     input:
         f"results/{DATASET}/finetune.md",
+        retrieval_outputs(),
         expand(
             "features/{dataset}/{modality}-{teacher}/index.parquet",
             zip,

@@ -1,0 +1,176 @@
+# Stage 6: Fast and Slow retrieval. The Slow captioner and the Fast dual encoders train on the
+# train split's captions; the gallery is the `retrieval.split` images, queried by their captions.
+
+RETRIEVAL = config.get("retrieval", {})
+FAST_MODELS = ["fast", "fast_distilled"]
+
+
+wildcard_constraints:
+    fast_model="fast|fast_distilled",
+    k=r"\d+",
+
+
+def student_start(init):
+    return {"mad": "models/{dataset}/student/mad.safetensors",
+            "pretrained": "models/{dataset}/student/pretrained.safetensors"}.get(init)
+
+
+def start_input(part):
+    start = student_start(RETRIEVAL[part].get("init", "mad"))
+    return {"start": start} if start else {}
+
+
+def caption_inputs(split):
+    return {"manifests": manifests(tables=["images", "captions"], splits=[split]),
+            "images": "data/{dataset}/images"}
+
+
+def retrieval_outputs(dataset=DATASET):
+    if not RETRIEVAL:
+        return []
+    ks = RETRIEVAL["rerank"]["ks"]
+    return expand("results/{dataset}/retrieval/{model}.json", dataset=dataset,
+                  model=[*FAST_MODELS, "slow", *(f"rerank_k{k}" for k in ks)])
+
+
+rule retrieval_slow:
+    """Train the Slow model: the student's captioning decoder, bidirectional captioning loss."""
+    input:
+        unpack(lambda wc: {**caption_inputs("train"), **start_input("slow")}),
+    output:
+        model="models/{dataset}/retrieval/slow.safetensors",
+        metrics="models/{dataset}/retrieval/slow.json",
+    params:
+        slow=RETRIEVAL.get("slow"),
+        student=config["student"],
+        seed=config["seed"],
+    threads: 2
+    log:
+        "logs/{dataset}/retrieval/slow.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/retrieval/slow.tsv"
+    resources:
+        mem_mb=6000,
+        runtime=240,
+    script:
+        "../scripts/retrieval_slow.py"
+
+
+rule retrieval_fast:
+    """Train a Fast dual encoder: InfoNCE, plus KL from the Slow model for fast_distilled."""
+    input:
+        unpack(lambda wc: {
+            **caption_inputs("train"),
+            **start_input("fast"),
+            **({"slow": "models/{dataset}/retrieval/slow.safetensors"}
+               if wc.fast_model == "fast_distilled" else {}),
+        }),
+    output:
+        model="models/{dataset}/retrieval/{fast_model}.safetensors",
+        metrics="models/{dataset}/retrieval/{fast_model}.json",
+    params:
+        fast=RETRIEVAL.get("fast"),
+        distill=lambda wc: RETRIEVAL.get("distill", {}) if wc.fast_model == "fast_distilled"
+        else None,
+        student=config["student"],
+        seed=config["seed"],
+    threads: 2
+    log:
+        "logs/{dataset}/retrieval/{fast_model}.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/retrieval/{fast_model}.tsv"
+    resources:
+        mem_mb=6000,
+        runtime=240,
+    script:
+        "../scripts/retrieval_fast.py"
+
+
+rule retrieval_index:
+    """Embed the gallery with a Fast image tower into a faiss index (retrieval.index.factory)."""
+    input:
+        unpack(lambda wc: caption_inputs(RETRIEVAL.get("split", "test"))),
+        fast="models/{dataset}/retrieval/{fast_model}.safetensors",
+    output:
+        index="indexes/{dataset}/{fast_model}.faiss",
+        info="indexes/{dataset}/{fast_model}.json",
+    params:
+        index=RETRIEVAL.get("index", {}),
+        split=RETRIEVAL.get("split", "test"),
+    log:
+        "logs/{dataset}/retrieval/index-{fast_model}.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/retrieval/index-{fast_model}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/retrieval_index.py"
+
+
+rule retrieval_eval_fast:
+    """Fast retrieval through the index: R@K both directions, median rank, latency per query."""
+    input:
+        unpack(lambda wc: caption_inputs(RETRIEVAL.get("split", "test"))),
+        fast="models/{dataset}/retrieval/{fast_model}.safetensors",
+        index="indexes/{dataset}/{fast_model}.faiss",
+    output:
+        "results/{dataset}/retrieval/{fast_model}.json",
+    params:
+        split=RETRIEVAL.get("split", "test"),
+        captions_per_image=RETRIEVAL.get("captions_per_image", 1),
+    log:
+        "logs/{dataset}/retrieval/eval-{fast_model}.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/retrieval/eval-{fast_model}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/retrieval_eval.py"
+
+
+rule retrieval_eval_slow:
+    """Slow-only retrieval: every (gallery image, query) pair scored; the re-ranking reference."""
+    input:
+        unpack(lambda wc: caption_inputs(RETRIEVAL.get("split", "test"))),
+        slow="models/{dataset}/retrieval/slow.safetensors",
+    output:
+        "results/{dataset}/retrieval/slow.json",
+    params:
+        split=RETRIEVAL.get("split", "test"),
+        captions_per_image=RETRIEVAL.get("captions_per_image", 1),
+    threads: 2
+    log:
+        "logs/{dataset}/retrieval/eval-slow.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/retrieval/eval-slow.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/retrieval_eval.py"
+
+
+rule retrieval_rerank:
+    """Fast top-K from the index re-scored by h_slow + beta * h_fast."""
+    input:
+        unpack(lambda wc: caption_inputs(RETRIEVAL.get("split", "test"))),
+        fast=lambda wc: f"models/{{dataset}}/retrieval/{RETRIEVAL['rerank']['fast']}.safetensors",
+        index=lambda wc: f"indexes/{{dataset}}/{RETRIEVAL['rerank']['fast']}.faiss",
+        slow="models/{dataset}/retrieval/slow.safetensors",
+    output:
+        "results/{dataset}/retrieval/rerank_k{k}.json",
+    params:
+        split=RETRIEVAL.get("split", "test"),
+        captions_per_image=RETRIEVAL.get("captions_per_image", 1),
+        beta=RETRIEVAL.get("rerank", {}).get("beta", 1.0),
+    log:
+        "logs/{dataset}/retrieval/rerank_k{k}.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/retrieval/rerank_k{k}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../scripts/retrieval_rerank.py"

@@ -1,0 +1,19 @@
+"""Rules retrieval_eval_fast and retrieval_eval_slow: recall, median rank, latency per query."""
+
+from pathlib import Path
+
+from vldistill.io import write_json
+from vldistill.stages.retrieval import evaluate_fast, evaluate_slow
+from vldistill.workflow import rule_logging
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+common = {"root": Path("data") / smk.wildcards.dataset, "split": smk.params.split,
+          "captions_per_image": smk.params.captions_per_image}
+
+with rule_logging(smk.log[0], smk.threads) as log:
+    if smk.rule == "retrieval_eval_slow":
+        result = evaluate_slow(slow_path=smk.input.slow, **common)
+    else:
+        result = evaluate_fast(fast_path=smk.input.fast, index_path=smk.input.index, **common)
+    log.info("%s", result)
+    write_json(result, smk.output[0])

@@ -1,0 +1,25 @@
+"""Rule retrieval_fast: train a Fast dual encoder, distilled from Slow or not (stages/retrieval)."""
+
+from pathlib import Path
+
+from vldistill.stages.retrieval import train_fast
+from vldistill.workflow import rule_logging
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+fast = smk.params.fast
+
+with rule_logging(smk.log[0], smk.threads):
+    train_fast(
+        root=Path("data") / smk.wildcards.dataset,
+        init=fast.get("init", "mad"),
+        start=smk.input.get("start"),
+        student=smk.params.student,
+        embed_dim=fast.get("embed_dim", 64),
+        temperature=fast.get("temperature", 0.05),
+        training=fast["training"],
+        seed=smk.params.seed,
+        distill=smk.params.distill,
+        slow_path=smk.input.get("slow"),
+        out_path=smk.output.model,
+        metrics_path=smk.output.metrics,
+    )
