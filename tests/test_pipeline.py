@@ -183,7 +183,7 @@ def test_retrieval_results_for_fast_distilled_slow_and_every_k(tiny_run):
     results = tiny_run / "results/tiny/retrieval"
     models = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
     assert set(models) == {"fast", "fast_distilled", "slow", "rerank_k1", "rerank_k4"}
-    for name, result in models.items():
+    for result in models.values():
         assert result["t2i"]["n"] == 16  # 8 test images x 2 captions
         assert set(result["t2i"]) >= {"R@1", "R@5", "R@10", "median_rank"}
         assert result["latency_ms_per_query"]["total"] > 0
