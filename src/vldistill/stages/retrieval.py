@@ -35,7 +35,7 @@ from vldistill.retrieval.index import build_index, load_index, save_index, searc
 from vldistill.retrieval.losses import info_nce, slow_to_fast_kl
 from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
 from vldistill.stages.student import clear_states, load_backbone, state_path
-from vldistill.train.loop import TrainConfig, train
+from vldistill.train.loop import TrainConfig, summarise_history, train
 from vldistill.train.pretrain import (
     CaptionCorpus,
     build_caption_corpus,
@@ -200,12 +200,9 @@ def load_fast(path: str | Path) -> tuple[FastDualEncoder, dict[str, Any]]:
 
 
 def _summary(history: list[dict], metrics_path: str | Path, info: dict) -> dict[str, Any]:
-    tail = history[-max(1, len(history) // 10):]
-    summary = {**info, "steps": len(history),
-               "final": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0] if k != "step"},
-               "history": history}
+    summary = summarise_history(history, info)
     write_json(summary, metrics_path)
-    log.info("final (mean of the last %d steps): %s", len(tail), summary["final"])
+    log.info("final (mean of the last 10%% of steps): %s", summary["final"])
     return summary
 
 

@@ -25,7 +25,7 @@ from vldistill.models.factory import create_student, load_checkpoint, save_check
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer
 from vldistill.train.distill_step import TeacherFeatures, student_states
-from vldistill.train.loop import TrainConfig, train
+from vldistill.train.loop import TrainConfig, summarise_history, train
 from vldistill.train.pretrain import (
     CaptionCorpus,
     build_caption_corpus,
@@ -145,13 +145,7 @@ def _finish(model: Student, history: list[dict], out_path: str | Path,
             metrics_path: str | Path, info: dict) -> dict:
     save_checkpoint(out_path, model, extra=info)
     clear_states(out_path)
-    tail = history[-max(1, len(history) // 10):]
-    summary = {
-        **info,
-        "steps": len(history),
-        "final": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0] if k != "step"},
-        "history": history,
-    }
+    summary = summarise_history(history, info)
     write_json(summary, metrics_path)
-    log.info("final (mean of the last %d steps): %s", len(tail), summary["final"])
+    log.info("final (mean of the last 10%% of steps): %s", summary["final"])
     return summary

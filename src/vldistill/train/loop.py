@@ -140,3 +140,13 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
                             "extra": extra_state.state_dict() if extra_state else None}, tmp)
     model.eval()
     return history
+
+
+def summarise_history(history: list[dict[str, float]], info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` plus the step count, the mean of every logged scalar over the last 10% of the
+    steps (one step's loss is noise) and the whole history."""
+    if not history:
+        raise ValueError("no training steps to summarise")
+    tail = history[-max(1, len(history) // 10):]
+    final = {k: sum(h[k] for h in tail) / len(tail) for k in tail[0] if k != "step"}
+    return {**info, "steps": len(history), "final": final, "history": history}
