@@ -113,6 +113,7 @@ def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str |
     teachers = TeacherFeatures(vision_index, text_index)
     source, _, _ = load_checkpoint(pretrained)
     vision_dim, text_dim = teachers.dims
+    torch.manual_seed(seed)  # the fresh projections' init must not depend on what ran before
     model = create_student(source.cfg, HeadsConfig(teacher_vision_dim=vision_dim,
                                                    teacher_text_dim=text_dim))
     load_backbone(model, pretrained)
