@@ -24,10 +24,11 @@ def errors_of(config, schema) -> str:
     return str(info.value)
 
 
-def test_embedded_default_and_tiny_configs_are_valid(repo, schema, default):
+@pytest.mark.parametrize("overlay", ["tiny.yaml", "bench.yaml", "retrieval-preview.yaml"])
+def test_embedded_default_and_every_overlay_config_are_valid(repo, schema, default, overlay):
     check_config(default, schema)
     merged = copy.deepcopy(default)
-    for key, value in yaml.safe_load((repo / "configs" / "tiny.yaml").read_text()).items():
+    for key, value in yaml.safe_load((repo / "configs" / overlay).read_text()).items():
         merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
     check_config(merged, schema)
 
