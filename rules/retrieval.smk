@@ -3,6 +3,10 @@
 
 RETRIEVAL = config.get("retrieval", {})
 FAST_MODELS = ["fast", "fast_distilled"]
+GALLERY_SPLIT = RETRIEVAL.get("split", "test")
+# what every evaluation rule passes on: the gallery split and how many queries per image
+EVAL_PARAMS = {"split": GALLERY_SPLIT,
+               "captions_per_image": RETRIEVAL.get("captions_per_image", 1)}
 
 
 wildcard_constraints:
@@ -89,14 +93,14 @@ rule retrieval_fast:
 rule retrieval_index:
     """Embed the gallery with a Fast image tower into a faiss index (retrieval.index.factory)."""
     input:
-        unpack(lambda wc: caption_inputs(RETRIEVAL.get("split", "test"))),
+        unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
         fast="models/{dataset}/retrieval/{fast_model}.safetensors",
     output:
         index="indexes/{dataset}/{fast_model}.faiss",
         info="indexes/{dataset}/{fast_model}.json",
     params:
         index=RETRIEVAL.get("index", {}),
-        split=RETRIEVAL.get("split", "test"),
+        split=GALLERY_SPLIT,
     log:
         "logs/{dataset}/retrieval/index-{fast_model}.log",
     benchmark:
@@ -111,14 +115,13 @@ rule retrieval_index:
 rule retrieval_eval_fast:
     """Fast retrieval through the index: R@K both directions, median rank, latency per query."""
     input:
-        unpack(lambda wc: caption_inputs(RETRIEVAL.get("split", "test"))),
+        unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
         fast="models/{dataset}/retrieval/{fast_model}.safetensors",
         index="indexes/{dataset}/{fast_model}.faiss",
     output:
         "results/{dataset}/retrieval/{fast_model}.json",
     params:
-        split=RETRIEVAL.get("split", "test"),
-        captions_per_image=RETRIEVAL.get("captions_per_image", 1),
+        **EVAL_PARAMS,
     log:
         "logs/{dataset}/retrieval/eval-{fast_model}.log",
     benchmark:
@@ -133,13 +136,12 @@ rule retrieval_eval_fast:
 rule retrieval_eval_slow:
     """Slow-only retrieval: every (gallery image, query) pair scored; the re-ranking reference."""
     input:
-        unpack(lambda wc: caption_inputs(RETRIEVAL.get("split", "test"))),
+        unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
         slow="models/{dataset}/retrieval/slow.safetensors",
     output:
         "results/{dataset}/retrieval/slow.json",
     params:
-        split=RETRIEVAL.get("split", "test"),
-        captions_per_image=RETRIEVAL.get("captions_per_image", 1),
+        **EVAL_PARAMS,
     threads: 2
     log:
         "logs/{dataset}/retrieval/eval-slow.log",
@@ -155,15 +157,14 @@ rule retrieval_eval_slow:
 rule retrieval_rerank:
     """Fast top-K from the index re-scored by h_slow + beta * h_fast."""
     input:
-        unpack(lambda wc: caption_inputs(RETRIEVAL.get("split", "test"))),
+        unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
         fast=lambda wc: f"models/{{dataset}}/retrieval/{RETRIEVAL['rerank']['fast']}.safetensors",
         index=lambda wc: f"indexes/{{dataset}}/{RETRIEVAL['rerank']['fast']}.faiss",
         slow="models/{dataset}/retrieval/slow.safetensors",
     output:
         "results/{dataset}/retrieval/rerank_k{k}.json",
     params:
-        split=RETRIEVAL.get("split", "test"),
-        captions_per_image=RETRIEVAL.get("captions_per_image", 1),
+        **EVAL_PARAMS,
         beta=RETRIEVAL.get("rerank", {}).get("beta", 1.0),
     log:
         "logs/{dataset}/retrieval/rerank_k{k}.log",

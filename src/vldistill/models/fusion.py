@@ -25,7 +25,7 @@ from torch import nn
 
 from vldistill.models.config import StudentConfig
 from vldistill.models.text import Block, key_padding_mask, pool_at_eot
-from vldistill.models.tokenizer import reverse_ids
+from vldistill.models.tokenizer import reverse_ids, trim_padding
 
 DIRECTIONS: tuple[str, ...] = ("forward", "backward")
 
@@ -211,8 +211,6 @@ class CaptionDecoder(nn.Module):
             ii = image_index[start : start + max_pairs]
             tt = text_index[start : start + max_pairs]
             levels = [lv[ii] for lv in image_levels]
-            pair_ids, pair_mask = ids[tt], mask[tt]
-            n = max(int(pair_mask.sum(dim=1).max()), 1)  # longest caption of this chunk
-            scores.append(self.length_normalised_score(levels, pair_ids[:, :n], pair_mask[:, :n],
-                                                       directions))
+            pair_ids, pair_mask = trim_padding(ids[tt], mask[tt])  # this chunk's longest caption
+            scores.append(self.length_normalised_score(levels, pair_ids, pair_mask, directions))
         return torch.cat(scores) if scores else torch.empty(0)

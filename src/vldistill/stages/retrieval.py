@@ -24,9 +24,9 @@ from safetensors.torch import load_file, load_model, save_model
 from vldistill.data.images import ImageBank, load_image_bank
 from vldistill.data.manifest import manifest_path, read_manifest
 from vldistill.eval.retrieval import median_rank, recall_at_k, retrieval_metrics
-from vldistill.io import atomic_output, write_json
+from vldistill.io import atomic_output
 from vldistill.models.config import StudentConfig
-from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
+from vldistill.models.factory import create_student, load_checkpoint
 from vldistill.models.fast import FastDualEncoder
 from vldistill.models.fusion import DIRECTIONS
 from vldistill.models.student import Student
@@ -34,25 +34,20 @@ from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.retrieval.index import build_index, load_index, save_index, search
 from vldistill.retrieval.losses import info_nce, slow_to_fast_kl
 from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
-from vldistill.stages.student import clear_states, load_backbone, state_path
-from vldistill.train.loop import TrainConfig, summarise_history, train
-from vldistill.train.pretrain import (
-    CaptionCorpus,
-    build_caption_corpus,
-    caption_batch,
-    caption_vocabulary,
+from vldistill.stages.student import (
+    caption_data,
+    clear_states,
+    finish_student,
+    load_backbone,
+    state_path,
+    write_training_summary,
 )
+from vldistill.train.loop import TrainConfig, train
+from vldistill.train.pretrain import CaptionCorpus, caption_batch, caption_vocabulary
 
 log = logging.getLogger(__name__)
 
 INITS: tuple[str, ...] = ("mad", "pretrained", "scratch")
-
-
-def caption_data(root: str | Path, split: str, image_size: int,
-                 context_length: int) -> tuple[ImageBank, CaptionCorpus]:
-    bank = load_image_bank(root, [manifest_path(root, split, "images")], image_size)
-    captions = read_manifest(manifest_path(root, split, "captions"), "captions")
-    return bank, build_caption_corpus(captions, bank, Tokenizer(context_length))
 
 
 def train_slow(*, root: str | Path, init: str, start: str | Path | None, student: dict,
@@ -73,7 +68,7 @@ def train_slow(*, root: str | Path, init: str, start: str | Path | None, student
             raise ValueError(f"init {init!r} needs the student checkpoint")
         _, cfg, _ = load_checkpoint(start)
     cfg = dataclasses.replace(cfg, progressive=progressive)
-    bank, corpus = caption_data(root, "train", cfg.image_size, cfg.context_length)
+    bank, corpus, _ = caption_data(root, "train", cfg.image_size, cfg.context_length)
     torch.manual_seed(seed)
     model = create_student(cfg)
     if init != "scratch":
@@ -89,12 +84,10 @@ def train_slow(*, root: str | Path, init: str, start: str | Path | None, student
     state = state_path(out_path, {"init": init, "start": str(start), "progressive": progressive,
                                   "directions": directions, "training": training, "seed": seed})
     history = train(model, loss_fn, len(corpus), train_cfg, state)
-    save_checkpoint(out_path, model, extra={"stage": "slow", "init": init,
-                                            "directions": list(directions)})
-    clear_states(out_path)
-    return _summary(history, metrics_path, {"stage": "slow", "init": init,
-                                            "progressive": progressive,
-                                            "directions": list(directions)})
+    # load_slow reads the directions h_slow sums back from the checkpoint's metadata
+    return finish_student(model, history, out_path, metrics_path,
+                          {"stage": "slow", "init": init, "progressive": progressive,
+                           "directions": list(directions)})
 
 
 def load_slow(path: str | Path) -> tuple[Student, tuple[str, ...]]:
@@ -130,7 +123,7 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     cfg = StudentConfig.from_dict(student) if init == "scratch" else load_checkpoint(start)[1]
-    bank, corpus = caption_data(root, "train", cfg.image_size, cfg.context_length)
+    bank, corpus, _ = caption_data(root, "train", cfg.image_size, cfg.context_length)
     torch.manual_seed(seed)
     model = create_fast(cfg, embed_dim, None if init == "scratch" else start)
     slow, directions = (None, DIRECTIONS)
@@ -161,8 +154,8 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
     history = train(model, loss_fn, len(corpus), train_cfg, state)
     save_fast(out_path, model, {"temperature": temperature, "distilled": distill is not None})
     clear_states(out_path)
-    return _summary(history, metrics_path, {"stage": "fast", "init": init,
-                                            "distill": distill})
+    return write_training_summary(history, metrics_path, {"stage": "fast", "init": init,
+                                                          "distill": distill})
 
 
 def _one_caption_per_image(corpus: CaptionCorpus, rows: torch.Tensor) -> torch.Tensor:
@@ -197,13 +190,6 @@ def load_fast(path: str | Path) -> tuple[FastDualEncoder, dict[str, Any]]:
                             int(meta["embed_dim"]))
     load_model(model, str(path), strict=True)
     return model.eval(), json.loads(meta["extra"])
-
-
-def _summary(history: list[dict], metrics_path: str | Path, info: dict) -> dict[str, Any]:
-    summary = summarise_history(history, info)
-    write_json(summary, metrics_path)
-    log.info("final (mean of the last 10%% of steps): %s", summary["final"])
-    return summary
 
 
 def timed(fn, *args, **kwargs) -> tuple[Any, float]:

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 from safetensors.torch import load_file
 
@@ -71,12 +72,12 @@ def load_backbone(model: Student, checkpoint: str | Path) -> list[str]:
     return fresh
 
 
-def _caption_data(root: str | Path, image_size: int,
-                  context_length: int) -> tuple[ImageBank, CaptionCorpus, list[str], list[str]]:
-    bank = load_image_bank(root, [manifest_path(root, "train", "images")], image_size)
-    captions = read_manifest(manifest_path(root, "train", "captions"), "captions")
-    corpus = build_caption_corpus(captions, bank, Tokenizer(context_length))
-    return bank, corpus, captions["image_id"].to_list(), captions["caption"].to_list()
+def caption_data(root: str | Path, split: str, image_size: int,
+                 context_length: int) -> tuple[ImageBank, CaptionCorpus, pl.DataFrame]:
+    """A split's images, its tokenised caption corpus and the captions manifest it came from."""
+    bank = load_image_bank(root, [manifest_path(root, split, "images")], image_size)
+    captions = read_manifest(manifest_path(root, split, "captions"), "captions")
+    return bank, build_caption_corpus(captions, bank, Tokenizer(context_length)), captions
 
 
 def pretrain_student(*, root: str | Path, student: dict, training: dict, objective: dict,
@@ -84,7 +85,7 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
     """VL pre-training (ITM with hard negatives + bidirectional captioning) from scratch."""
     cfg = StudentConfig.from_dict(student)
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
-    bank, corpus, _, _ = _caption_data(root, cfg.image_size, cfg.context_length)
+    bank, corpus, _ = caption_data(root, "train", cfg.image_size, cfg.context_length)
     torch.manual_seed(seed)
     model = create_student(cfg)
     model.decoder.set_output_vocabulary(caption_vocabulary(corpus))
@@ -97,8 +98,8 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
         lambda m, rows, step: pretrain_loss(m, corpus, bank, rows, **objective),
         len(corpus), train_cfg, state,
     )
-    return _finish(model, history, out_path, metrics_path, {"stage": "pretrain", "seed": seed,
-                                                            "n_captions": len(corpus)})
+    return finish_student(model, history, out_path, metrics_path,
+                          {"stage": "pretrain", "seed": seed, "n_captions": len(corpus)})
 
 
 def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str | Path,
@@ -117,8 +118,9 @@ def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str |
     model = create_student(source.cfg, HeadsConfig(teacher_vision_dim=vision_dim,
                                                    teacher_text_dim=text_dim))
     load_backbone(model, pretrained)
-    bank, corpus, image_ids, texts = _caption_data(root, source.cfg.image_size,
-                                                   source.cfg.context_length)
+    bank, corpus, captions = caption_data(root, "train", source.cfg.image_size,
+                                          source.cfg.context_length)
+    image_ids, texts = captions["image_id"].to_list(), captions["caption"].to_list()
     model.decoder.set_output_vocabulary(source.decoder.output_vocabulary())
     mad_cfg = MadConfig(token_selection=True, confidence_weighting=False, adaptive=False,
                         **mad)
@@ -138,14 +140,20 @@ def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str |
     state = state_path(out_path, {"pretrained": str(pretrained), "training": training,
                                   "mad": mad, "seed": seed})
     history = train(model, loss_fn, len(corpus), train_cfg, state)
-    return _finish(model, history, out_path, metrics_path, {"stage": "mad", "seed": seed,
-                                                            "n_captions": len(corpus)})
+    return finish_student(model, history, out_path, metrics_path,
+                          {"stage": "mad", "seed": seed, "n_captions": len(corpus)})
 
 
-def _finish(model: Student, history: list[dict], out_path: str | Path,
-            metrics_path: str | Path, info: dict) -> dict:
+def finish_student(model: Student, history: list[dict], out_path: str | Path,
+                   metrics_path: str | Path, info: dict) -> dict:
+    """Save the trained student (``info`` in its metadata), drop its resumable state, and write
+    the training summary."""
     save_checkpoint(out_path, model, extra=info)
     clear_states(out_path)
+    return write_training_summary(history, metrics_path, info)
+
+
+def write_training_summary(history: list[dict], metrics_path: str | Path, info: dict) -> dict:
     summary = summarise_history(history, info)
     write_json(summary, metrics_path)
     log.info("final (mean of the last 10%% of steps): %s", summary["final"])
