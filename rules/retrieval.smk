@@ -1,17 +1,23 @@
 # Stage 6: Fast and Slow retrieval. The Slow captioner and the Fast dual encoders train on the
 # train split's captions; the gallery is the `retrieval.split` images, queried by their captions.
+# Every model, index and result lives under seed-{seed}/: one independent run per retrieval seed
+# (`retrieval.seeds`), all answering the same queries; the report aggregates over seeds.
 
 RETRIEVAL = config.get("retrieval", {})
 FAST_MODELS = ["fast", "fast_distilled"]
 GALLERY_SPLIT = RETRIEVAL.get("split", "test")
 # what every evaluation rule passes on: the gallery split and how many queries per image
 EVAL_PARAMS = {"split": GALLERY_SPLIT,
-               "captions_per_image": RETRIEVAL.get("captions_per_image", 1)}
+               "captions_per_image": RETRIEVAL.get("captions_per_image", 1),
+               "max_queries": RETRIEVAL.get("max_queries")}
+RETRIEVAL_SEEDS = RETRIEVAL.get("seeds", [0])
+RERANK_FAST = RETRIEVAL.get("rerank", {}).get("fast", "fast_distilled")  # whose top-K Slow re-ranks
 
 
 wildcard_constraints:
     fast_model="fast|fast_distilled",
     k=r"\d+",
+    seed=r"\d+",
 
 
 def student_start(init):
@@ -29,12 +35,19 @@ def caption_inputs(split):
             "images": "data/{dataset}/images"}
 
 
+def retrieval_models():
+    """Every evaluated retrieval model: both Fast models, Slow and one re-ranker per K."""
+    return [*FAST_MODELS, "slow", *(f"rerank_k{k}" for k in RETRIEVAL["rerank"]["ks"])]
+
+
+def retrieval_results(dataset=DATASET):
+    return expand("results/{dataset}/retrieval/seed-{seed}/{model}.json", dataset=dataset,
+                  seed=RETRIEVAL_SEEDS, model=retrieval_models())
+
+
 def retrieval_outputs(dataset=DATASET):
-    if not RETRIEVAL:
-        return []
-    ks = RETRIEVAL["rerank"]["ks"]
-    return expand("results/{dataset}/retrieval/{model}.json", dataset=dataset,
-                  model=[*FAST_MODELS, "slow", *(f"rerank_k{k}" for k in ks)])
+    """The retrieval report, or nothing when the config has no `retrieval` section."""
+    return [f"results/{dataset}/retrieval.md"] if RETRIEVAL else []
 
 
 rule retrieval_slow:
@@ -42,17 +55,16 @@ rule retrieval_slow:
     input:
         unpack(lambda wc: {**caption_inputs("train"), **start_input("slow")}),
     output:
-        model="models/{dataset}/retrieval/slow.safetensors",
-        metrics="models/{dataset}/retrieval/slow.json",
+        model="models/{dataset}/retrieval/seed-{seed}/slow.safetensors",
+        metrics="models/{dataset}/retrieval/seed-{seed}/slow.json",
     params:
         slow=RETRIEVAL.get("slow"),
         student=config["student"],
-        seed=config["seed"],
     threads: 2
     log:
-        "logs/{dataset}/retrieval/slow.log",
+        "logs/{dataset}/retrieval/seed-{seed}/slow.log",
     benchmark:
-        "benchmarks/runs/{dataset}/retrieval/slow.tsv"
+        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/slow.tsv"
     resources:
         mem_mb=6000,
         runtime=240,
@@ -66,23 +78,22 @@ rule retrieval_fast:
         unpack(lambda wc: {
             **caption_inputs("train"),
             **start_input("fast"),
-            **({"slow": "models/{dataset}/retrieval/slow.safetensors"}
+            **({"slow": "models/{dataset}/retrieval/seed-{seed}/slow.safetensors"}
                if wc.fast_model == "fast_distilled" else {}),
         }),
     output:
-        model="models/{dataset}/retrieval/{fast_model}.safetensors",
-        metrics="models/{dataset}/retrieval/{fast_model}.json",
+        model="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
+        metrics="models/{dataset}/retrieval/seed-{seed}/{fast_model}.json",
     params:
         fast=RETRIEVAL.get("fast"),
         distill=lambda wc: RETRIEVAL.get("distill", {}) if wc.fast_model == "fast_distilled"
         else None,
         student=config["student"],
-        seed=config["seed"],
     threads: 2
     log:
-        "logs/{dataset}/retrieval/{fast_model}.log",
+        "logs/{dataset}/retrieval/seed-{seed}/{fast_model}.log",
     benchmark:
-        "benchmarks/runs/{dataset}/retrieval/{fast_model}.tsv"
+        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/{fast_model}.tsv"
     resources:
         mem_mb=6000,
         runtime=240,
@@ -94,17 +105,17 @@ rule retrieval_index:
     """Embed the gallery with a Fast image tower into a faiss index (retrieval.index.factory)."""
     input:
         unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
-        fast="models/{dataset}/retrieval/{fast_model}.safetensors",
+        fast="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
     output:
-        index="indexes/{dataset}/{fast_model}.faiss",
-        info="indexes/{dataset}/{fast_model}.json",
+        index="indexes/{dataset}/seed-{seed}/{fast_model}.faiss",
+        info="indexes/{dataset}/seed-{seed}/{fast_model}.json",
     params:
         index=RETRIEVAL.get("index", {}),
         split=GALLERY_SPLIT,
     log:
-        "logs/{dataset}/retrieval/index-{fast_model}.log",
+        "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.log",
     benchmark:
-        "benchmarks/runs/{dataset}/retrieval/index-{fast_model}.tsv"
+        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.tsv"
     resources:
         mem_mb=2000,
         runtime=30,
@@ -116,16 +127,16 @@ rule retrieval_eval_fast:
     """Fast retrieval through the index: R@K both directions, median rank, latency per query."""
     input:
         unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
-        fast="models/{dataset}/retrieval/{fast_model}.safetensors",
-        index="indexes/{dataset}/{fast_model}.faiss",
+        fast="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
+        index="indexes/{dataset}/seed-{seed}/{fast_model}.faiss",
     output:
-        "results/{dataset}/retrieval/{fast_model}.json",
+        "results/{dataset}/retrieval/seed-{seed}/{fast_model}.json",
     params:
         **EVAL_PARAMS,
     log:
-        "logs/{dataset}/retrieval/eval-{fast_model}.log",
+        "logs/{dataset}/retrieval/seed-{seed}/eval-{fast_model}.log",
     benchmark:
-        "benchmarks/runs/{dataset}/retrieval/eval-{fast_model}.tsv"
+        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/eval-{fast_model}.tsv"
     resources:
         mem_mb=2000,
         runtime=30,
@@ -137,16 +148,16 @@ rule retrieval_eval_slow:
     """Slow-only retrieval: every (gallery image, query) pair scored; the re-ranking reference."""
     input:
         unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
-        slow="models/{dataset}/retrieval/slow.safetensors",
+        slow="models/{dataset}/retrieval/seed-{seed}/slow.safetensors",
     output:
-        "results/{dataset}/retrieval/slow.json",
+        "results/{dataset}/retrieval/seed-{seed}/slow.json",
     params:
         **EVAL_PARAMS,
     threads: 2
     log:
-        "logs/{dataset}/retrieval/eval-slow.log",
+        "logs/{dataset}/retrieval/seed-{seed}/eval-slow.log",
     benchmark:
-        "benchmarks/runs/{dataset}/retrieval/eval-slow.tsv"
+        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/eval-slow.tsv"
     resources:
         mem_mb=4000,
         runtime=120,
@@ -158,20 +169,41 @@ rule retrieval_rerank:
     """Fast top-K from the index re-scored by h_slow + beta * h_fast."""
     input:
         unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
-        fast=lambda wc: f"models/{{dataset}}/retrieval/{RETRIEVAL['rerank']['fast']}.safetensors",
-        index=lambda wc: f"indexes/{{dataset}}/{RETRIEVAL['rerank']['fast']}.faiss",
-        slow="models/{dataset}/retrieval/slow.safetensors",
+        fast=lambda wc: f"models/{wc.dataset}/retrieval/seed-{wc.seed}/{RERANK_FAST}.safetensors",
+        index=lambda wc: f"indexes/{wc.dataset}/seed-{wc.seed}/{RERANK_FAST}.faiss",
+        slow="models/{dataset}/retrieval/seed-{seed}/slow.safetensors",
     output:
-        "results/{dataset}/retrieval/rerank_k{k}.json",
+        "results/{dataset}/retrieval/seed-{seed}/rerank_k{k}.json",
     params:
         **EVAL_PARAMS,
         beta=RETRIEVAL.get("rerank", {}).get("beta", 1.0),
     log:
-        "logs/{dataset}/retrieval/rerank_k{k}.log",
+        "logs/{dataset}/retrieval/seed-{seed}/rerank_k{k}.log",
     benchmark:
-        "benchmarks/runs/{dataset}/retrieval/rerank_k{k}.tsv"
+        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/rerank_k{k}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
     script:
         "../scripts/retrieval_rerank.py"
+
+
+rule retrieval_report:
+    """Every retrieval result of every seed -> results/{dataset}/retrieval.{csv,md} (mean, std)."""
+    input:
+        lambda wc: retrieval_results(wc.dataset),
+    output:
+        table="results/{dataset}/retrieval.csv",
+        summary="results/{dataset}/retrieval_summary.csv",
+        markdown="results/{dataset}/retrieval.md",
+    params:
+        split=GALLERY_SPLIT,
+    log:
+        "logs/{dataset}/report/retrieval.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/report/retrieval.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/retrieval_report.py"

@@ -8,12 +8,14 @@ from vldistill.workflow import rule_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 common = {"root": Path("data") / smk.wildcards.dataset, "split": smk.params.split,
-          "captions_per_image": smk.params.captions_per_image}
+          "captions_per_image": smk.params.captions_per_image,
+          "max_queries": smk.params.max_queries}
 
 with rule_logging(smk.log[0], smk.threads) as log:
     if smk.rule == "retrieval_eval_slow":
         result = evaluate_slow(slow_path=smk.input.slow, **common)
     else:
         result = evaluate_fast(fast_path=smk.input.fast, index_path=smk.input.index, **common)
+    result["seed"] = int(smk.wildcards.seed)  # the report aggregates over seeds
     log.info("%s", result)
     write_json(result, smk.output[0])

@@ -17,7 +17,7 @@ with rule_logging(smk.log[0], smk.threads):
         embed_dim=fast.get("embed_dim", 64),
         temperature=fast.get("temperature", 0.05),
         training=fast["training"],
-        seed=smk.params.seed,
+        seed=int(smk.wildcards.seed),
         distill=smk.params.distill,
         slow_path=smk.input.get("slow"),
         out_path=smk.output.model,

@@ -16,8 +16,10 @@ with rule_logging(smk.log[0], smk.threads) as log:
         slow_path=smk.input.slow,
         split=smk.params.split,
         captions_per_image=smk.params.captions_per_image,
+        max_queries=smk.params.max_queries,
         k=int(smk.wildcards.k),
         beta=smk.params.beta,
     )
+    result["seed"] = int(smk.wildcards.seed)  # the report aggregates over seeds
     log.info("%s", result)
     write_json(result, smk.output[0])

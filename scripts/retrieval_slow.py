@@ -17,7 +17,7 @@ with rule_logging(smk.log[0], smk.threads):
         progressive=slow.get("progressive", True),
         directions=slow.get("directions", ["forward", "backward"]),
         training=slow["training"],
-        seed=smk.params.seed,
+        seed=int(smk.wildcards.seed),
         out_path=smk.output.model,
         metrics_path=smk.output.metrics,
     )

@@ -1,6 +1,7 @@
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -24,7 +25,8 @@ def errors_of(config, schema) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("overlay", ["tiny.yaml", "bench.yaml", "retrieval-preview.yaml"])
+@pytest.mark.parametrize("overlay", sorted(p.name for p in
+                                            (Path(__file__).parents[1] / "configs").glob("*.yaml")))
 def test_embedded_default_and_every_overlay_config_are_valid(repo, schema, default, overlay):
     check_config(default, schema)
     merged = copy.deepcopy(default)

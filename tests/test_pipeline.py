@@ -70,9 +70,10 @@ def test_every_job_has_a_log_and_a_benchmark(tiny_run):
     logs = sorted(p.relative_to(tiny_run / "logs") for p in (tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
     # data, text corpus, 2 modalities x (2 shards + index), pretrain, mad, 3 x 2 x 2 finetune,
-    # finetune report; retrieval: slow, 2 fast, 2 indexes, 2 fast evals, slow eval, 2 re-ranks
-    assert len(logs) == 33, logs
-    assert len(benchmarks) == 33
+    # finetune report; retrieval: slow, 2 fast, 2 indexes, 2 fast evals, slow eval, 2 re-ranks,
+    # retrieval report
+    assert len(logs) == 34, logs
+    assert len(benchmarks) == 34
     shard_log = (tiny_run / "logs/tiny/teacher/vision-efficientnet_lite0/shard-000-of-002.log")
     assert "done in" in shard_log.read_text()
 
@@ -180,14 +181,24 @@ def test_a_forced_rerun_of_the_shards_gives_identical_bytes(tiny_run):
 
 @pytest.mark.slow
 def test_retrieval_results_for_fast_distilled_slow_and_every_k(tiny_run):
-    results = tiny_run / "results/tiny/retrieval"
+    results = tiny_run / "results/tiny/retrieval/seed-0"
     models = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
     assert set(models) == {"fast", "fast_distilled", "slow", "rerank_k1", "rerank_k4"}
     for result in models.values():
-        assert result["t2i"]["n"] == 16  # 8 test images x 2 captions
+        # 8 test images x 2 captions, of which the config's max_queries: 12, the same for all
+        assert result["t2i"]["n"] == result["queries"] == 12
         assert set(result["t2i"]) >= {"R@1", "R@5", "R@10", "median_rank"}
         assert result["latency_ms_per_query"]["total"] > 0
+        assert result["seed"] == 0
     assert models["slow"]["slow_calls_per_query"] == 8  # the whole gallery
     assert models["rerank_k4"]["slow_calls_per_query"] == 4
     assert models["rerank_k1"]["t2i"]["R@1"] == models["fast_distilled"]["t2i"]["R@1"]
-    assert (tiny_run / "indexes/tiny/fast_distilled.faiss").is_file()
+    assert (tiny_run / "indexes/tiny/seed-0/fast_distilled.faiss").is_file()
+
+    table = pl.read_csv(tiny_run / "results/tiny/retrieval.csv")
+    assert set(table["method"]) == set(models)
+    slow_r1 = table.filter((pl.col("method") == "slow") & (pl.col("metric") == "t2i_R@1"))
+    assert slow_r1["value"].item() == pytest.approx(models["slow"]["t2i"]["R@1"])
+    assert slow_r1["reference"].item() == pytest.approx(100 / 8)  # chance: 1 of 8 images
+    report = (tiny_run / "results/tiny/retrieval.md").read_text()
+    assert "| rerank_k4 |" in report and "speed-up vs Slow" in report

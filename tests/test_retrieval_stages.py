@@ -55,7 +55,7 @@ def test_fast_towers_start_from_the_student_and_distillation_runs(root, student_
                out_path=tmp_path / "slow.safetensors", metrics_path=tmp_path / "slow.json")
     summary = train_fast(root=root, init="mad", start=student_checkpoint, student=STUDENT,
                          embed_dim=16, temperature=0.1, training=TRAINING, seed=0,
-                         distill={"alpha": 1.0, "tau_slow": 0.5},
+                         distill={"alpha": 1.0, "tau_slow": 0.5, "slow_batch": 3},
                          slow_path=tmp_path / "slow.safetensors",
                          out_path=tmp_path / "fast.safetensors",
                          metrics_path=tmp_path / "fast.json")
@@ -109,3 +109,19 @@ def test_index_fast_slow_and_rerank_evaluate_one_gallery(root, student_checkpoin
                            slow_path=tmp_path / "slow.safetensors", k=1, beta=0.5, **common)
     # re-ranking one candidate cannot change the order: R@K equals Fast's
     assert top1["t2i"]["R@1"] == fast["t2i"]["R@1"] and top1["slow_calls_per_query"] == 1
+
+
+def test_a_query_subset_is_fixed_and_image_to_text_ranks_only_queried_images(root):
+    from vldistill.stages.retrieval import retrieval_set
+
+    whole = retrieval_set(root, "test", 2, 64, 32)
+    first = retrieval_set(root, "test", 2, 64, 32, max_queries=5)
+    again = retrieval_set(root, "test", 2, 64, 32, max_queries=5)
+    assert len(whole.gold) == 8 and len(first.gold) == 5
+    assert torch.equal(first.ids, again.ids) and torch.equal(first.gold, again.gold)
+    # each subset query is one of the whole set's, in the original order
+    positions = [next(i for i in range(8) if torch.equal(whole.ids[i], q)) for q in first.ids]
+    assert positions == sorted(positions)
+    gold = first.image_to_text_gold
+    assert gold.shape == (len(first.queried_images), 5) and bool(gold.any(dim=1).all())
+    assert len(retrieval_set(root, "test", 2, 64, 32, max_queries=100).gold) == 8

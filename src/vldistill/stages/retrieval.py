@@ -142,9 +142,13 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
         nce = info_nce(similarity, temperature)
         if slow is None:
             return {"loss": nce}
+        # Slow scores d x d pairs per step, the cost of distillation: distil over the batch's
+        # first d items (a random subset: batches are shuffled), InfoNCE over all of it
+        d = min(distill.get("slow_batch") or len(rows), len(rows))
         with torch.no_grad():
-            slow_scores = slow.slow_score_matrix(images, ids, mask, directions=directions)
-        kl = slow_to_fast_kl(similarity, slow_scores, temperature, distill["tau_slow"])
+            slow_scores = slow.slow_score_matrix(images[:d], ids[:d], mask[:d],
+                                                 directions=directions)
+        kl = slow_to_fast_kl(similarity[:d, :d], slow_scores, temperature, distill["tau_slow"])
         return {"loss": nce + distill["alpha"] * kl, "nce": nce.detach(), "kl": kl.detach()}
 
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
@@ -210,18 +214,33 @@ class RetrievalSet:
     gold: torch.Tensor  # [Q] gallery id of each query's image
 
     @property
+    def queried_images(self) -> torch.Tensor:
+        """Gallery ids that have at least one query: the image -> text queries."""
+        return torch.unique(self.gold)
+
+    @property
     def image_to_text_gold(self) -> torch.Tensor:
-        """[N, Q] True where caption q describes gallery image n."""
-        return self.gold[None, :] == torch.arange(len(self.bank.pixels))[:, None]
+        """[len(queried_images), Q] True where caption q describes that image."""
+        return self.gold[None, :] == self.queried_images[:, None]
+
+
+QUERY_SUBSET_SEED = 0  # one fixed subset, so every model and seed answers the same queries
 
 
 def retrieval_set(root: str | Path, split: str, captions_per_image: int, image_size: int,
-                  context_length: int) -> RetrievalSet:
+                  context_length: int, max_queries: int | None = None) -> RetrievalSet:
+    """The split's images as the gallery; the first ``captions_per_image`` captions of each as
+    queries, or a fixed random ``max_queries`` of them (Slow scores every gallery image per query,
+    so a large gallery needs a query subset to stay affordable)."""
     bank = load_image_bank(root, [manifest_path(root, split, "images")], image_size,
                            progress=False)
     captions = read_manifest(manifest_path(root, split, "captions"), "captions")
     queries = captions.filter(
         pl.int_range(pl.len()).over("image_id") < captions_per_image)  # first c per image
+    if max_queries is not None and max_queries < len(queries):
+        generator = torch.Generator().manual_seed(QUERY_SUBSET_SEED)
+        keep = torch.randperm(len(queries), generator=generator)[:max_queries].sort().values
+        queries = queries[keep.tolist()]
     ids, mask = Tokenizer(context_length)(queries["caption"].to_list())
     return RetrievalSet(bank, ids, mask, bank.rows(queries["image_id"].to_list()))
 
@@ -256,18 +275,19 @@ def build_gallery_index(*, root: str | Path, fast_path: str | Path, split: str, 
 
 
 def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
-                  split: str, captions_per_image: int) -> dict[str, Any]:
+                  split: str, captions_per_image: int,
+                  max_queries: int | None = None) -> dict[str, Any]:
     """Text -> image through the index, image -> text by exact dot products; timed per query."""
     model, extra = load_fast(fast_path)
     data = retrieval_set(root, split, captions_per_image, model.cfg.image_size,
-                         model.cfg.context_length)
+                         model.cfg.context_length, max_queries)
     index = load_index(index_path)
     n_gallery, n_queries = index.ntotal, len(data.gold)
     queries, encode_s = timed(embed_queries, model, data.ids, data.mask)
     (scores, rows), search_s = timed(search, index, queries.numpy(), n_gallery)
     t2i = torch.full((n_queries, n_gallery), float("-inf"))
     t2i.scatter_(1, torch.from_numpy(rows).long(), torch.from_numpy(scores))
-    i2t = embed_gallery(model, data.bank) @ queries.T
+    i2t = embed_gallery(model, data.bank)[data.queried_images] @ queries.T
     fast_ms = 1000 * (encode_s + search_s) / n_queries
     return {
         "model": "fast_distilled" if extra.get("distilled") else "fast",
@@ -280,11 +300,12 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
 
 @torch.no_grad()
 def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
-                  captions_per_image: int, max_pairs: int = 512) -> dict[str, Any]:
+                  captions_per_image: int, max_queries: int | None = None,
+                  max_pairs: int = 512) -> dict[str, Any]:
     """The Slow model scoring every (gallery image, query) pair: the reference for re-ranking."""
     slow, directions = load_slow(slow_path)
     data = retrieval_set(root, split, captions_per_image, slow.cfg.image_size,
-                         slow.cfg.context_length)
+                         slow.cfg.context_length, max_queries)
     levels = gallery_levels(slow, data.bank)  # image side computed offline, like an index
     matrix, seconds = timed(slow.decoder.pairwise_scores, levels, data.ids, data.mask,
                             max_pairs, directions)
@@ -293,7 +314,7 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
     return {
         "model": "slow",
         "t2i": retrieval_metrics(matrix.T, data.gold),
-        "i2t": retrieval_metrics(matrix, data.image_to_text_gold),
+        "i2t": retrieval_metrics(matrix[data.queried_images], data.image_to_text_gold),
         "latency_ms_per_query": {"fast": 0.0, "slow": slow_ms, "total": slow_ms},
         "slow_calls_per_query": n_gallery, "gallery": n_gallery, "queries": n_queries,
     }
@@ -311,12 +332,13 @@ def gallery_levels(slow: Student, bank: ImageBank, batch_size: int = 256) -> lis
 @torch.no_grad()
 def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
                     slow_path: str | Path, split: str, captions_per_image: int, k: int,
-                    beta: float, max_pairs: int = 512) -> dict[str, Any]:
+                    beta: float, max_queries: int | None = None,
+                    max_pairs: int = 512) -> dict[str, Any]:
     """Fast top-K from the index, re-scored by h_slow + beta * h_fast; timed per query."""
     fast, _ = load_fast(fast_path)
     slow, directions = load_slow(slow_path)
     data = retrieval_set(root, split, captions_per_image, fast.cfg.image_size,
-                         fast.cfg.context_length)
+                         fast.cfg.context_length, max_queries)
     index = load_index(index_path)
     n_queries, k = len(data.gold), min(k, index.ntotal)
     levels = gallery_levels(slow, data.bank)

@@ -1,0 +1,133 @@
+"""Retrieval results: every evaluated model's JSON (one per model and seed) as rows of the same
+long table the fine-tuning results use, a seed summary, and a Markdown view.
+
+task is ``retrieval``; method the model (fast, fast_distilled, slow, rerank_k<K>); split the
+gallery split; metrics t2i_R@K / i2t_R@K (percent), t2i/i2t_median_rank, and the latency per
+query in ms (fast_ms, slow_ms, total_ms) with slow_calls per query. The reference beside a recall
+is chance (K / gallery), beside a median rank a random order's ((gallery + 1) / 2).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from vldistill.io import atomic_output
+from vldistill.results.finetune import KEYS, ROW_SCHEMA, summarise
+
+DIRECTIONS: tuple[str, ...] = ("t2i", "i2t")
+LATENCY: tuple[str, ...] = ("fast", "slow", "total")
+
+
+def model_order(model: str) -> tuple[int, int]:
+    """fast, fast_distilled, slow, then the re-rankers by K."""
+    fixed = {"fast": 0, "fast_distilled": 1, "slow": 2}
+    if model in fixed:
+        return fixed[model], 0
+    match = re.fullmatch(r"rerank_k(\d+)", model)
+    if match is None:
+        raise ValueError(f"unknown retrieval model {model!r}")
+    return 3, int(match.group(1))
+
+
+def result_rows(result: dict[str, Any], dataset: str, split: str) -> list[dict[str, Any]]:
+    """The rows of one retrieval result JSON (as written by the retrieval evaluation rules)."""
+    model, gallery = result["model"], int(result["gallery"])
+    model_order(model)  # rejects unknown names early
+    base = {"dataset": dataset, "task": "retrieval", "regime": "full", "split": split,
+            "method": model, "seed": int(result["seed"])}
+    rows = []
+    for direction in DIRECTIONS:
+        metrics = result.get(direction)
+        if metrics is None:  # re-rankers answer text -> image only
+            continue
+        candidates = gallery if direction == "t2i" else int(result["queries"])
+        for name, value in metrics.items():
+            if name == "n":
+                continue
+            if name == "median_rank":
+                reference, kind = (candidates + 1) / 2, "random"
+            else:
+                reference, kind = 100.0 * min(int(name.removeprefix("R@")), candidates) \
+                    / candidates, "chance"
+            rows.append({**base, "metric": f"{direction}_{name}", "value": float(value),
+                         "n": int(metrics["n"]), "reference": reference,
+                         "reference_kind": kind})
+    latency = result["latency_ms_per_query"]
+    for part in LATENCY:
+        rows.append({**base, "metric": f"{part}_ms", "value": float(latency[part]),
+                     "n": int(result["queries"]), "reference": None, "reference_kind": None})
+    rows.append({**base, "metric": "slow_calls", "value": float(result["slow_calls_per_query"]),
+                 "n": int(result["queries"]), "reference": None, "reference_kind": None})
+    return rows
+
+
+def collect(paths: Iterable[str | Path], dataset: str, split: str) -> pl.DataFrame:
+    rows = []
+    for path in paths:
+        path = Path(path)
+        try:
+            rows.extend(result_rows(json.loads(path.read_text()), dataset, split))
+        except (KeyError, ValueError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: not a retrieval result ({error}); re-run the job that "
+                             "wrote it") from None
+    return pl.DataFrame(rows, schema=ROW_SCHEMA).sort([*KEYS, "seed"])
+
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("t2i_R@1", "t2i R@1"), ("t2i_R@5", "R@5"), ("t2i_R@10", "R@10"),
+    ("t2i_median_rank", "med r"), ("i2t_R@1", "i2t R@1"), ("i2t_R@5", "R@5"),
+    ("i2t_R@10", "R@10"), ("fast_ms", "Fast ms"), ("slow_ms", "Slow ms"),
+    ("total_ms", "ms/query"), ("slow_calls", "Slow calls"),
+)
+
+
+def markdown(summary: pl.DataFrame) -> str:
+    """A row per model (mean ± std over seeds), recall in percent, latency per text query, and
+    the speed-up of each model's ms/query over Slow-only."""
+    cell = {(r["method"], r["metric"]): r for r in summary.iter_rows(named=True)}
+    models = sorted(set(summary["method"]), key=model_order)
+    seeds = summary["seeds"].max()
+    gallery_row = cell.get((models[0], "t2i_R@1"))
+    slow_total = cell.get(("slow", "total_ms"))
+    out = [f"{seeds} seed{'s' if seeds != 1 else ''}, mean ± std; recall in %; "
+           f"t2i n = {gallery_row['n'] if gallery_row else '?'} text queries; chance R@1 = "
+           f"{gallery_row['reference']:.2f}%" if gallery_row else "", "",
+           "| model | " + " | ".join(title for _, title in COLUMNS) + " | speed-up vs Slow |",
+           "|---|" + "---:|" * (len(COLUMNS) + 1)]
+    for model in models:
+        values = [_cell(cell.get((model, metric)), 0 if metric == "slow_calls" else
+                        (2 if metric.endswith("_ms") else 1)) for metric, _ in COLUMNS]
+        total = cell.get((model, "total_ms"))
+        speedup = "" if slow_total is None or total is None or total["mean"] <= 0 else \
+            f"{slow_total['mean'] / total['mean']:.1f}x"
+        out.append(f"| {model} | " + " | ".join(values) + f" | {speedup} |")
+    return "\n".join(out) + "\n"
+
+
+def _cell(row: dict[str, Any] | None, digits: int) -> str:
+    if row is None:
+        return ""
+    if row["std"] is None:
+        return f"{row['mean']:.{digits}f}"
+    return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f}"
+
+
+def write_report(result_paths: Iterable[str | Path], dataset: str, split: str, *,
+                 csv_path: str | Path, summary_path: str | Path,
+                 markdown_path: str | Path) -> str:
+    """Write the long rows, the seed summary and the Markdown view; return the Markdown."""
+    rows = collect(result_paths, dataset, split)
+    summary = summarise(rows)
+    text = f"# Retrieval results: {dataset} ({split} gallery)\n\n{markdown(summary)}"
+    for path, write in ((csv_path, rows.write_csv), (summary_path, summary.write_csv)):
+        with atomic_output(path) as tmp:
+            write(tmp)
+    with atomic_output(markdown_path) as tmp:
+        Path(tmp).write_text(text)
+    return text

@@ -1,0 +1,66 @@
+"""Retrieval results as table rows: chance references, seed summary, the Markdown speed-up."""
+
+import json
+
+import polars as pl
+import pytest
+
+from vldistill.results.finetune import summarise
+from vldistill.results.retrieval import collect, markdown, model_order, result_rows, write_report
+
+
+def result(model: str, seed: int, r1: float, total_ms: float, slow_calls: int) -> dict:
+    return {
+        "model": model, "seed": seed, "gallery": 50, "queries": 40,
+        "t2i": {"R@1": r1, "R@5": r1 + 10, "R@10": r1 + 20, "median_rank": 7.0, "n": 40},
+        **({} if model.startswith("rerank") else
+           {"i2t": {"R@1": r1, "R@5": r1, "R@10": r1, "median_rank": 3.0, "n": 30}}),
+        "latency_ms_per_query": {"fast": 0.5, "slow": total_ms - 0.5, "total": total_ms},
+        "slow_calls_per_query": slow_calls,
+    }
+
+
+def test_rows_carry_n_and_chance_references():
+    rows = {r["metric"]: r for r in result_rows(result("slow", 0, 20.0, 100.0, 50), "d", "test")}
+    assert rows["t2i_R@1"]["reference"] == pytest.approx(2.0)  # 1 of 50 images
+    assert rows["t2i_R@10"]["reference"] == pytest.approx(20.0)
+    assert rows["i2t_R@5"]["reference"] == pytest.approx(12.5)  # 5 of 40 captions
+    assert rows["t2i_median_rank"]["reference"] == pytest.approx(25.5)
+    assert rows["t2i_R@1"]["n"] == 40 and rows["i2t_R@1"]["n"] == 30
+    assert rows["slow_calls"]["value"] == 50 and rows["total_ms"]["value"] == 100.0
+    reranked = result_rows(result("rerank_k5", 0, 18.0, 10.0, 5), "d", "test")
+    assert not any(r["metric"].startswith("i2t") for r in reranked)
+
+
+def test_models_sort_fast_first_and_re_rankers_by_k():
+    models = ["rerank_k20", "slow", "rerank_k5", "fast_distilled", "fast"]
+    assert sorted(models, key=model_order) == ["fast", "fast_distilled", "slow", "rerank_k5",
+                                               "rerank_k20"]
+    with pytest.raises(ValueError, match="unknown retrieval model"):
+        model_order("medium")
+
+
+def test_summary_over_seeds_and_speed_up_over_slow(tmp_path):
+    paths = []
+    for seed, r1 in ((0, 20.0), (1, 22.0)):
+        for model, total, calls in (("slow", 100.0, 50), ("rerank_k5", 10.0, 5)):
+            path = tmp_path / f"{model}-{seed}.json"
+            path.write_text(json.dumps(result(model, seed, r1, total, calls)))
+            paths.append(path)
+    summary = summarise(collect(paths, "d", "test"))
+    r1 = summary.filter((pl.col("method") == "slow") & (pl.col("metric") == "t2i_R@1"))
+    assert r1["mean"].item() == pytest.approx(21.0) and r1["seeds"].item() == 2
+    assert r1["std"].item() == pytest.approx(2 ** 0.5)
+    text = markdown(summary)
+    assert "| rerank_k5 |" in text and "10.0x" in text  # 100 ms / 10 ms
+    assert text.index("| slow |") < text.index("| rerank_k5 |")
+    out = write_report(paths, "d", "test", csv_path=tmp_path / "r.csv",
+                       summary_path=tmp_path / "s.csv", markdown_path=tmp_path / "r.md")
+    assert (tmp_path / "r.md").read_text() == out and len(pl.read_csv(tmp_path / "r.csv")) > 0
+
+
+def test_a_file_that_is_not_a_retrieval_result_names_itself(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": "slow"}))
+    with pytest.raises(ValueError, match="bad.json: not a retrieval result"):
+        collect([bad], "d", "test")
