@@ -10,22 +10,24 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/teacher.smk"
 include: "rules/student.smk"
 include: "rules/finetune.smk"
-include: "rules/report.smk"
 include: "rules/retrieval.smk"
+include: "rules/report.smk"
 
 
-# Until the results table exists, the default target is the fine-tuning report (which needs the
-# data, both teacher caches, the student stages and every fine-tuning job) plus the caches.
+# The default target: the results table (which needs every fine-tuning job and, when the config
+# has a `retrieval` section, every retrieval result), its plots, and both teacher caches.
 rule all:
     default_target: True
     input:
-        f"results/{DATASET}/finetune.md",
-        retrieval_outputs(),
+        rules.results_table.output,
         expand(
             "features/{dataset}/{modality}-{teacher}/index.parquet",
             zip,

@@ -19,3 +19,36 @@ rule finetune_report:
         runtime=5,
     script:
         "../scripts/finetune_report.py"
+
+
+def table_summaries(dataset=DATASET):
+    """The seed summaries the results table gathers: fine-tuning, and retrieval when enabled."""
+    summaries = [f"results/{dataset}/finetune_summary.csv"]
+    if RETRIEVAL:
+        summaries.append(f"results/{dataset}/retrieval_summary.csv")
+    return summaries
+
+
+PLOTS = ["lowshot", *(["recall_vs_k", "accuracy_vs_latency"] if RETRIEVAL else [])]
+
+
+rule results_table:
+    """The results table (long CSV, paper-style Markdown, metrics.json for DVC) and its plots."""
+    input:
+        table_summaries(),
+    output:
+        table=report("results/table.csv", caption="../report/table.rst", category="Results"),
+        markdown=report("results/table.md", caption="../report/table_md.rst",
+                        category="Results"),
+        metrics="results/metrics.json",
+        plots=[report(f"results/plots/{name}.png", caption=f"../report/{name}.rst",
+                      category="Plots") for name in PLOTS],
+    log:
+        "logs/report/table.log",
+    benchmark:
+        "benchmarks/runs/report/table.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/results_table.py"

@@ -13,7 +13,8 @@ import pytest
 from vldistill.data.manifest import SPLITS, TABLES
 from vldistill.features.store import FeatureStore
 
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "configs", "profiles")
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "configs", "profiles",
+                  "report")
 
 
 def snakemake(
@@ -71,9 +72,9 @@ def test_every_job_has_a_log_and_a_benchmark(tiny_run):
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
     # data, text corpus, 2 modalities x (2 shards + index), pretrain, mad, 3 x 2 x 2 finetune,
     # finetune report; retrieval: slow, 2 fast, 2 indexes, 2 fast evals, slow eval, 2 re-ranks,
-    # retrieval report
-    assert len(logs) == 34, logs
-    assert len(benchmarks) == 34
+    # retrieval report; results table
+    assert len(logs) == 35, logs
+    assert len(benchmarks) == 35
     shard_log = (tiny_run / "logs/tiny/teacher/vision-efficientnet_lite0/shard-000-of-002.log")
     assert "done in" in shard_log.read_text()
 
@@ -137,7 +138,8 @@ def test_finetune_results_exist_for_every_task_regime_and_method(tiny_run):
 def test_a_per_task_learning_rate_edit_reruns_only_that_tasks_finetuning(tiny_run):
     override = tiny_run / "configs" / "vqa_lr.yaml"
     override.write_text("finetune:\n  per_task: {vqa: {lr: 0.01}}\n")
-    assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 4, "finetune_report": 1, "all": 1}
+    assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 4, "finetune_report": 1,
+                                                     "results_table": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -145,7 +147,47 @@ def test_another_seed_adds_only_its_own_finetuning_jobs(tiny_run):
     override = tiny_run / "configs" / "seeds.yaml"
     override.write_text("finetune:\n  seeds: [0, 1]\n")
     # 3 tasks x 2 regimes x 2 methods for seed 1; seed 0's results and the students stay
-    assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 12, "finetune_report": 1, "all": 1}
+    assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 12, "finetune_report": 1,
+                                                     "results_table": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_a_rerank_k_list_edit_reruns_only_reranking_and_the_tables(tiny_run):
+    override = tiny_run / "configs" / "ks.yaml"
+    override.write_text("retrieval:\n  rerank: {ks: [1, 2, 4]}\n")
+    assert dry_run_jobs(tiny_run, str(override)) == {"retrieval_rerank": 1, "retrieval_report": 1,
+                                                     "results_table": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_a_resources_or_threads_change_reruns_nothing(tiny_run):
+    result = snakemake(tiny_run, "-n", "--set-resources", "finetune:mem_mb=12000",
+                       "retrieval_slow:runtime=600", "--set-threads", "finetune=2")
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_results_table_and_plots(tiny_run):
+    table = pl.read_csv(tiny_run / "results/table.csv")
+    assert table.columns[:8] == ["dataset", "task", "regime", "split", "method", "metric",
+                                 "value", "spread"]
+    assert set(table["task"]) == {"vqa", "ve", "vcr", "retrieval"}
+    keys = ["dataset", "task", "regime", "split", "method", "metric"]
+    assert table.select(keys).is_unique().all()
+    finetune = pl.read_csv(tiny_run / "results/tiny/finetune.csv")
+    assert len(table.filter(pl.col("task") != "retrieval")) == len(finetune)  # one seed
+    assert (table["n"] > 0).all()
+    text = (tiny_run / "results/table.md").read_text()
+    assert "| method | 50% source |" in text and "| rerank_k4 |" in text
+    metrics = json.loads((tiny_run / "results/metrics.json").read_text())
+    vqa = metrics["tiny"]["vqa"]["full"]["test"]["mad"]["accuracy"]
+    assert vqa == pytest.approx(table.filter(
+        (pl.col("task") == "vqa") & (pl.col("regime") == "full") & (pl.col("split") == "test")
+        & (pl.col("method") == "mad"))["value"].item())
+    for name in ("lowshot", "recall_vs_k", "accuracy_vs_latency"):
+        png = (tiny_run / "results/plots" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
 @pytest.mark.slow
