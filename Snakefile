@@ -20,6 +20,7 @@ include: "rules/student.smk"
 include: "rules/finetune.smk"
 include: "rules/retrieval.smk"
 include: "rules/report.smk"
+include: "rules/targets.smk"
 
 
 # The default target: the results table (which needs every fine-tuning job and, when the config

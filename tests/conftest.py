@@ -1,4 +1,7 @@
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,3 +16,32 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "configs", "profiles",
+                  "report")
+
+
+def snakemake(
+    workdir: Path, *args: str, overrides: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    configfiles = ["configs/tiny.yaml", *overrides]  # later files override earlier ones
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--configfile", *configfiles, *args],
+        cwd=workdir, capture_output=True, text=True, timeout=900,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(repo, tmp_path_factory):
+    """The whole DAG on configs/tiny.yaml, run once per session through the Snakemake CLI."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    for name in WORKFLOW_FILES:
+        source = repo / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name)
+        else:
+            shutil.copy(source, workdir / name)
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir

@@ -2,43 +2,14 @@
 
 import hashlib
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import snakemake
 
 from vldistill.data.manifest import SPLITS, TABLES
 from vldistill.features.store import FeatureStore
-
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "configs", "profiles",
-                  "report")
-
-
-def snakemake(
-    workdir: Path, *args: str, overrides: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess:
-    configfiles = ["configs/tiny.yaml", *overrides]  # later files override earlier ones
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--configfile", *configfiles, *args],
-        cwd=workdir, capture_output=True, text=True, timeout=900,
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_run(repo, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        if source.is_dir():
-            shutil.copytree(source, workdir / name)
-        else:
-            shutil.copy(source, workdir / name)
-    result = snakemake(workdir, "--cores", "2")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return workdir
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # no display on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -17,6 +18,13 @@ from vldistill.results.finetune import METHOD_ORDER, regime_order  # noqa: E402
 from vldistill.results.table import SPLIT_NAMES  # noqa: E402
 
 PRIMARY_METRIC: dict[str, str] = {"vqa": "accuracy", "ve": "accuracy", "vcr": "q2ar"}
+
+
+def _log_ticks(ax: plt.Axes, values: list[float], labels: list[str]) -> None:
+    """A log x axis ticked at the data's own values (1%, 10%, full; K = 1, 5, ...)."""
+    ax.set_xscale("log")
+    ax.set_xticks(values, labels)
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:
@@ -53,8 +61,11 @@ def plot_lowshot(table: pl.DataFrame, path: str | Path) -> None:
             if len(reference):
                 ax.axhline(reference["reference"].mean(), color="grey", linestyle="--",
                            linewidth=1, label=reference["reference_kind"][0])
-            ax.set_xscale("log")
-            ax.set_xlabel("training images (%)")
+            regimes = sorted(set(cell["regime"]), key=regime_order)
+            _log_ticks(ax, [min(regime_order(r), 100.0) for r in regimes],
+                       ["full" if r == "full" else f"{r.removeprefix('lowshot-')}%"
+                        for r in regimes])
+            ax.set_xlabel("training images")
             ax.set_ylabel(f"{task} {PRIMARY_METRIC[task]}")
             ax.set_title(f"{task}: {SPLIT_NAMES.get(split, split)} test")
             ax.grid(alpha=0.3)
@@ -75,7 +86,7 @@ def _rerankers(values: dict[str, tuple[float, float | None]]) -> list[tuple[int,
 def plot_recall_vs_k(table: pl.DataFrame, path: str | Path) -> None:
     """Text -> image R@1/5/10 of re-ranking the Fast top-K, against K; dashed: Slow alone,
     dotted: Fast alone."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6, 5))
     for metric, colour in (("R@1", "C0"), ("R@5", "C1"), ("R@10", "C2")):
         values = _retrieval(table, f"t2i_{metric}")
         rerank = _rerankers(values)
@@ -90,11 +101,12 @@ def plot_recall_vs_k(table: pl.DataFrame, path: str | Path) -> None:
         if "fast_distilled" in values:
             ax.axhline(values["fast_distilled"][0], color=colour, linestyle=":", linewidth=1,
                        label=f"Fast distilled {metric}")
-    ax.set_xscale("log")
+    ks = [k for k, _ in _rerankers(_retrieval(table, "t2i_R@1"))]
+    _log_ticks(ax, ks, [str(k) for k in ks])
     ax.set_xlabel("K (Fast candidates re-scored by Slow)")
     ax.set_ylabel("text -> image recall (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     _save(fig, path)
 
 
@@ -117,7 +129,7 @@ def plot_accuracy_vs_latency(table: pl.DataFrame, path: str | Path) -> None:
             ax.errorbar(latency[name][0], recall[name][0], yerr=recall[name][1] or 0.0,
                         marker=marker, markersize=9, color=colour, linestyle="none", label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("ms per text query (2 CPU cores unless noted)")
+    ax.set_xlabel("ms per text query (Fast + Slow parts)")
     ax.set_ylabel("text -> image R@1 (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -45,6 +45,11 @@ def build_table(summary_paths: Iterable[str | Path]) -> pl.DataFrame:
     return pl.concat(frames).sort(list(KEYS))
 
 
+def read_table(path: str | Path) -> pl.DataFrame:
+    """results/table.csv with its column types (an all-empty spread column stays a float)."""
+    return pl.read_csv(path, schema=TABLE_SCHEMA)
+
+
 def _cell(value: float | None, spread: float | None, digits: int) -> str:
     if value is None:
         return ""

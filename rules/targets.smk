@@ -1,0 +1,38 @@
+# Named targets, one per artifact folder, for the DVC stages in dvc.yaml (each stage asks
+# Snakemake for its folder; Snakemake decides which jobs that needs).
+
+
+def dataset_path(pattern):
+    return pattern.format(dataset=DATASET)
+
+
+rule data_all:
+    """data/<dataset>/: manifests, images and the teachers' text corpus."""
+    input:
+        expand(manifests(), dataset=DATASET),
+        f"data/{DATASET}/images",
+        f"data/{DATASET}/summary.json",
+        f"data/{DATASET}/texts.parquet",
+
+
+rule features_all:
+    """features/<dataset>/: both teachers' caches."""
+    input:
+        [dataset_path(teacher_index(modality)) for modality in ("vision", "text")],
+
+
+rule models_all:
+    """models/<dataset>/: the students, every fine-tuned model and every retrieval model."""
+    input:
+        f"models/{DATASET}/student/pretrained.safetensors",
+        f"models/{DATASET}/student/mad.safetensors",
+        finetune_metrics(),
+        expand("models/{dataset}/retrieval/seed-{seed}/{model}.safetensors", dataset=DATASET,
+               seed=RETRIEVAL_SEEDS, model=[*FAST_MODELS, "slow"]) if RETRIEVAL else [],
+
+
+rule indexes_all:
+    """indexes/<dataset>/: the faiss index of each Fast model."""
+    input:
+        expand("indexes/{dataset}/seed-{seed}/{model}.faiss", dataset=DATASET,
+               seed=RETRIEVAL_SEEDS, model=FAST_MODELS) if RETRIEVAL else [],

@@ -1,0 +1,105 @@
+"""DVC over the Snakemake DAG, on the tiny config: `dvc repro` from a clean clone rebuilds the
+table Snakemake built, and push -> fresh clone -> `make pull` round-trips every artifact so
+that Snakemake has nothing left to do."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from conftest import WORKFLOW_FILES
+from snakemake.utils import update_config
+
+PROJECT_FILES = (*WORKFLOW_FILES, "src", "dvc.yaml", ".gitignore", ".dvcignore", "Makefile")
+ARTIFACTS = ("data", "features", "models", "indexes", "results")
+
+
+def run(cwd: Path, *command: str) -> str:
+    # the venv's console scripts (dvc, snakemake) first, as `make` puts them
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, f"{command}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def make_recipe(makefile: Path, target: str) -> list[list[str]]:
+    """The commands of a Makefile target, with $(BIN)/ and $(SNAKEMAKE_ARGS) resolved."""
+    lines = makefile.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        command = line.strip().replace("$(BIN)/", "").replace("$(SNAKEMAKE_ARGS)", "")
+        recipe.append(command.split())
+    return recipe
+
+
+def tabled_values(path: Path) -> pl.DataFrame:
+    """The results table without timings (they differ from run to run)."""
+    return pl.read_csv(path).filter(~pl.col("metric").str.ends_with("_ms"))
+
+
+@pytest.fixture(scope="module")
+def project(repo, tmp_path_factory) -> Path:
+    """A git + DVC project of this repository whose config.yaml is the tiny config."""
+    root = tmp_path_factory.mktemp("dvc") / "project"
+    root.mkdir()
+    for name in PROJECT_FILES:
+        source = repo / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((repo / "configs/tiny.yaml").read_text()))
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    run(root, "git", "init", "-q")
+    run(root, "dvc", "init", "-q")
+    run(root, "dvc", "config", "core.analytics", "false")
+    run(root, "dvc", "remote", "add", "-d", "store", str(root.parent / "remote"))
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "project")
+    return root
+
+
+@pytest.mark.slow
+def test_dvc_repro_rebuilds_the_snakemake_table_and_pull_round_trips(project, tiny_run):
+    built = project.parent / "built"
+    run(project.parent, "git", "clone", "-q", str(project), str(built))
+    run(built, "dvc", "repro")
+    assert_frame_equal_values(tabled_values(built / "results/table.csv"),
+                              tabled_values(tiny_run / "results/table.csv"))
+    assert "Data and pipelines are up to date" in run(built, "dvc", "status")
+    assert re.search(r"metrics\.json", run(built, "dvc", "metrics", "show"))
+
+    run(built, "dvc", "push")
+    run(built, "git", "add", "-A")
+    run(built, "git", "commit", "-qm", "artifacts")
+    fresh = project.parent / "fresh"
+    run(project.parent, "git", "clone", "-q", str(built), str(fresh))
+    assert not any((fresh / name).exists() for name in ARTIFACTS)
+    for command in make_recipe(fresh / "Makefile", "pull"):  # what `make pull` runs
+        run(fresh, *command)
+
+    for name in ARTIFACTS:
+        files = sorted(p.relative_to(built) for p in (built / name).rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(fresh) for p in (fresh / name).rglob("*")
+                               if p.is_file()), name
+        for path in files:
+            assert (fresh / path).read_bytes() == (built / path).read_bytes(), path
+    dry = run(fresh, "snakemake", "-n", "results/table.csv")
+    assert "Nothing to be done" in dry, dry
+
+
+def assert_frame_equal_values(left: pl.DataFrame, right: pl.DataFrame) -> None:
+    keys = ["dataset", "task", "regime", "split", "method", "metric"]
+    joined = left.join(right, on=keys, how="full", suffix="_snakemake", coalesce=True)
+    assert len(joined) == len(left) == len(right)
+    mismatch = joined.filter((pl.col("value") - pl.col("value_snakemake")).abs() > 1e-6)
+    assert mismatch.is_empty(), mismatch
