@@ -4,6 +4,7 @@ import json
 
 import polars as pl
 import pytest
+import torch
 
 from vldistill.results.finetune import summarise
 from vldistill.results.retrieval import collect, markdown, model_order, result_rows, write_report
@@ -64,3 +65,15 @@ def test_a_file_that_is_not_a_retrieval_result_names_itself(tmp_path):
     bad.write_text(json.dumps({"model": "slow"}))
     with pytest.raises(ValueError, match="bad.json: not a retrieval result"):
         collect([bad], "d", "test")
+
+
+def test_the_caption_ceiling_becomes_its_own_rows():
+    from vldistill.stages.retrieval import caption_ceiling
+
+    ceiling = caption_ceiling(torch.tensor([1, 2, 4]))
+    assert ceiling["R@1"] == pytest.approx(100 * (1 + 1 / 2 + 1 / 4) / 3)
+    assert ceiling["R@5"] == pytest.approx(100.0) and ceiling["n"] == 3
+    slow = {**result("slow", 0, 20.0, 100.0, 50), "t2i_ceiling": ceiling}
+    rows = [r for r in result_rows(slow, "d", "test") if r["method"] == "ceiling"]
+    assert {r["metric"] for r in rows} == {"t2i_R@1", "t2i_R@5", "t2i_R@10"}
+    assert sorted(["slow", "ceiling", "fast"], key=model_order)[0] == "ceiling"

@@ -98,6 +98,7 @@ def test_index_fast_slow_and_rerank_evaluate_one_gallery(root, student_checkpoin
     slow = evaluate_slow(slow_path=tmp_path / "slow.safetensors", **common)
     assert fast["queries"] == slow["queries"] == 8 and fast["t2i"]["n"] == 8
     assert slow["slow_calls_per_query"] == 4 and slow["latency_ms_per_query"]["slow"] > 0
+    assert 0 < slow["t2i_ceiling"]["R@1"] <= 100 and slow["t2i_ceiling"]["n"] == 8
     assert fast["i2t"]["n"] == 4
     whole = evaluate_rerank(fast_path=tmp_path / "fast.safetensors",
                             index_path=tmp_path / "fast.faiss",

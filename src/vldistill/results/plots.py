@@ -85,7 +85,7 @@ def _rerankers(values: dict[str, tuple[float, float | None]]) -> list[tuple[int,
 
 def plot_recall_vs_k(table: pl.DataFrame, path: str | Path) -> None:
     """Text -> image R@1/5/10 of re-ranking the Fast top-K, against K; dashed: Slow alone,
-    dotted: Fast alone."""
+    dotted: Fast alone, wide and pale: the caption-ambiguity ceiling."""
     fig, ax = plt.subplots(figsize=(6, 5))
     for metric, colour in (("R@1", "C0"), ("R@5", "C1"), ("R@10", "C2")):
         values = _retrieval(table, f"t2i_{metric}")
@@ -98,6 +98,9 @@ def plot_recall_vs_k(table: pl.DataFrame, path: str | Path) -> None:
         if "slow" in values:
             ax.axhline(values["slow"][0], color=colour, linestyle="--", linewidth=1,
                        label=f"Slow {metric}")
+        if "ceiling" in values:
+            ax.axhline(values["ceiling"][0], color=colour, linestyle="-", linewidth=4, alpha=0.2,
+                       label=f"ceiling {metric}")
         if "fast_distilled" in values:
             ax.axhline(values["fast_distilled"][0], color=colour, linestyle=":", linewidth=1,
                        label=f"Fast distilled {metric}")

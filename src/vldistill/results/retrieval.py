@@ -4,7 +4,9 @@ long table the fine-tuning results use, a seed summary, and a Markdown view.
 task is ``retrieval``; method the model (fast, fast_distilled, slow, rerank_k<K>); split the
 gallery split; metrics t2i_R@K / i2t_R@K (percent), t2i/i2t_median_rank, and the latency per
 query in ms (fast_ms, slow_ms, total_ms) with slow_calls per query. The reference beside a recall
-is chance (K / gallery), beside a median rank a random order's ((gallery + 1) / 2).
+is chance (K / gallery), beside a median rank a random order's ((gallery + 1) / 2). Method
+``ceiling`` is the best text -> image R@K any model can reach when gallery images share the
+query's exact caption (see stages.retrieval.caption_ceiling).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ LATENCY: tuple[str, ...] = ("fast", "slow", "total")
 
 def model_order(model: str) -> tuple[int, int]:
     """fast, fast_distilled, slow, then the re-rankers by K."""
-    fixed = {"fast": 0, "fast_distilled": 1, "slow": 2}
+    fixed = {"ceiling": -1, "fast": 0, "fast_distilled": 1, "slow": 2}
     if model in fixed:
         return fixed[model], 0
     match = re.fullmatch(r"rerank_k(\d+)", model)
@@ -58,6 +60,12 @@ def result_rows(result: dict[str, Any], dataset: str, split: str) -> list[dict[s
             rows.append({**base, "metric": f"{direction}_{name}", "value": float(value),
                          "n": int(metrics["n"]), "reference": reference,
                          "reference_kind": kind})
+    ceiling = result.get("t2i_ceiling")  # written with the Slow-only reference
+    if ceiling is not None:
+        rows += [{**base, "method": "ceiling", "metric": f"t2i_{name}", "value": float(value),
+                  "n": int(ceiling["n"]), "reference": 100.0 * min(int(name[2:]), gallery)
+                  / gallery, "reference_kind": "chance"}
+                 for name, value in ceiling.items() if name != "n"]
     latency = result["latency_ms_per_query"]
     for part in LATENCY:
         rows.append({**base, "metric": f"{part}_ms", "value": float(latency[part]),

@@ -212,6 +212,8 @@ class RetrievalSet:
     ids: torch.Tensor  # [Q, L]
     mask: torch.Tensor  # [Q, L]
     gold: torch.Tensor  # [Q] gallery id of each query's image
+    # [Q] gallery images with a caption identical to the query's text (>= 1: its own)
+    same_caption: torch.Tensor
 
     @property
     def queried_images(self) -> torch.Tensor:
@@ -242,7 +244,11 @@ def retrieval_set(root: str | Path, split: str, captions_per_image: int, image_s
         keep = torch.randperm(len(queries), generator=generator)[:max_queries].sort().values
         queries = queries[keep.tolist()]
     ids, mask = Tokenizer(context_length)(queries["caption"].to_list())
-    return RetrievalSet(bank, ids, mask, bank.rows(queries["image_id"].to_list()))
+    images_per_caption = captions.group_by("caption").agg(
+        pl.col("image_id").n_unique().alias("images"))
+    same = queries.join(images_per_caption, on="caption", how="left", maintain_order="left")
+    return RetrievalSet(bank, ids, mask, bank.rows(queries["image_id"].to_list()),
+                        torch.tensor(same["images"].to_list()))
 
 
 @torch.no_grad()
@@ -317,7 +323,19 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
         "i2t": retrieval_metrics(matrix[data.queried_images], data.image_to_text_gold),
         "latency_ms_per_query": {"fast": 0.0, "slow": slow_ms, "total": slow_ms},
         "slow_calls_per_query": n_gallery, "gallery": n_gallery, "queries": n_queries,
+        "t2i_ceiling": caption_ceiling(data.same_caption),
     }
+
+
+def caption_ceiling(same_caption: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
+                    ) -> dict[str, float]:
+    """The expected text -> image R@K of a perfect model that still cannot tell apart the m
+    gallery images sharing the query's exact caption (ties in random order): the mean over
+    queries of min(K, m)/m. On synthetic scenes generic captions ("one shape on a light grey
+    background") are shared by hundreds of images of a large gallery: the ceiling of R@K."""
+    m = same_caption.double()
+    return {**{f"R@{k}": 100.0 * float((m.clamp(max=k) / m).mean()) for k in ks},
+            "n": len(m)}
 
 
 @torch.no_grad()
