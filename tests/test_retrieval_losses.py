@@ -40,3 +40,17 @@ def test_shapes_are_checked():
         info_nce(torch.zeros(2, 3), 0.1)
     with pytest.raises(ValueError, match="do not match"):
         slow_to_fast_kl(torch.zeros(2, 2), torch.zeros(3, 3), 0.1, 0.1)
+
+
+def test_one_direction_ignores_what_the_other_sees():
+    g = torch.Generator().manual_seed(2)
+    fast = torch.randn(6, 6, generator=g)
+    slow = fast * (0.5 / 0.05) + torch.arange(6.0)[:, None]  # a per-image (row) offset
+    # per image over captions (rows) a row offset changes nothing; per caption over images it does
+    assert slow_to_fast_kl(fast, slow, 0.05, 0.5, ("i2t",)).item() == pytest.approx(0.0, abs=1e-5)
+    assert slow_to_fast_kl(fast, slow, 0.05, 0.5, ("t2i",)).item() > 0
+    both = slow_to_fast_kl(fast, slow, 0.05, 0.5)
+    assert both.item() == pytest.approx(
+        0.5 * slow_to_fast_kl(fast, slow, 0.05, 0.5, ("t2i",)).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="directions"):
+        slow_to_fast_kl(fast, slow, 0.05, 0.5, ("sideways",))

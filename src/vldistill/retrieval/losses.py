@@ -24,21 +24,28 @@ def info_nce(similarity: torch.Tensor, temperature: float) -> torch.Tensor:
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
+KL_DIRECTIONS: tuple[str, ...] = ("i2t", "t2i")
+
+
 def slow_to_fast_kl(fast_similarity: torch.Tensor, slow_scores: torch.Tensor,
-                    tau_fast: float, tau_slow: float) -> torch.Tensor:
-    """KL(q || p) in both directions; ``slow_scores`` [B, B] h_slow(x_i, y_j) (no gradient)."""
+                    tau_fast: float, tau_slow: float,
+                    directions: tuple[str, ...] = KL_DIRECTIONS) -> torch.Tensor:
+    """KL(q || p) averaged over ``directions``: ``i2t`` per image over the batch's captions
+    (rows), ``t2i`` per caption over the batch's images (columns). ``slow_scores`` [B, B]
+    h_slow(x_i, y_j) (no gradient)."""
     _check_square(fast_similarity)
     if slow_scores.shape != fast_similarity.shape:
         raise ValueError(f"slow scores {tuple(slow_scores.shape)} do not match the fast "
                          f"similarities {tuple(fast_similarity.shape)}")
+    if not directions or set(directions) - set(KL_DIRECTIONS):
+        raise ValueError(f"directions must be a non-empty subset of {KL_DIRECTIONS}, got "
+                         f"{directions}")
     slow = slow_scores.detach().to(fast_similarity.dtype) / tau_slow
     fast = fast_similarity / tau_fast
-    directions = [
-        F.kl_div(F.log_softmax(f, dim=1), F.log_softmax(s, dim=1), log_target=True,
-                 reduction="batchmean")
-        for f, s in ((fast, slow), (fast.T, slow.T))
-    ]
-    return 0.5 * (directions[0] + directions[1])
+    pairs = {"i2t": (fast, slow), "t2i": (fast.T, slow.T)}
+    kls = [F.kl_div(F.log_softmax(pairs[d][0], dim=1), F.log_softmax(pairs[d][1], dim=1),
+                    log_target=True, reduction="batchmean") for d in directions]
+    return sum(kls) / len(kls)
 
 
 def _check_square(matrix: torch.Tensor) -> None:

@@ -32,7 +32,7 @@ from vldistill.models.fusion import DIRECTIONS
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.retrieval.index import build_index, load_index, save_index, search
-from vldistill.retrieval.losses import info_nce, slow_to_fast_kl
+from vldistill.retrieval.losses import KL_DIRECTIONS, info_nce, slow_to_fast_kl
 from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
 from vldistill.stages.student import (
     caption_data,
@@ -148,7 +148,8 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
         with torch.no_grad():
             slow_scores = slow.slow_score_matrix(images[:d], ids[:d], mask[:d],
                                                  directions=directions)
-        kl = slow_to_fast_kl(similarity[:d, :d], slow_scores, temperature, distill["tau_slow"])
+        kl = slow_to_fast_kl(similarity[:d, :d], slow_scores, temperature, distill["tau_slow"],
+                             tuple(distill.get("directions", KL_DIRECTIONS)))
         return {"loss": nce + distill["alpha"] * kl, "nce": nce.detach(), "kl": kl.detach()}
 
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
