@@ -45,11 +45,6 @@ def retrieval_results(dataset=DATASET):
                   seed=RETRIEVAL_SEEDS, model=retrieval_models())
 
 
-def retrieval_outputs(dataset=DATASET):
-    """The retrieval report, or nothing when the config has no `retrieval` section."""
-    return [f"results/{dataset}/retrieval.md"] if RETRIEVAL else []
-
-
 rule retrieval_slow:
     """Train the Slow model: the student's captioning decoder, bidirectional captioning loss."""
     input:

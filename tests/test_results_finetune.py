@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from vldistill.results.finetune import collect, markdown, metric_rows, summarise
+from vldistill.results.finetune import collect, markdown, metric_rows
+from vldistill.results.summary import summarise
 
 
 def job(task, method, seed, value, regime="full"):

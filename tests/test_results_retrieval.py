@@ -6,8 +6,14 @@ import polars as pl
 import pytest
 import torch
 
-from vldistill.results.finetune import summarise
-from vldistill.results.retrieval import collect, markdown, model_order, result_rows, write_report
+from vldistill.results.retrieval import (
+    collect,
+    markdown_lines,
+    model_order,
+    result_rows,
+    write_report,
+)
+from vldistill.results.summary import summarise
 
 
 def result(model: str, seed: int, r1: float, total_ms: float, slow_calls: int) -> dict:
@@ -52,7 +58,7 @@ def test_summary_over_seeds_and_speed_up_over_slow(tmp_path):
     r1 = summary.filter((pl.col("method") == "slow") & (pl.col("metric") == "t2i_R@1"))
     assert r1["mean"].item() == pytest.approx(21.0) and r1["seeds"].item() == 2
     assert r1["std"].item() == pytest.approx(2 ** 0.5)
-    text = markdown(summary)
+    text = "\n".join(markdown_lines(summary))
     assert "| rerank_k5 |" in text and "10.0x" in text  # 100 ms / 10 ms
     assert text.index("| slow |") < text.index("| rerank_k5 |")
     out = write_report(paths, "d", "test", csv_path=tmp_path / "r.csv",

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 
 from vldistill.results import plots
-from vldistill.results.finetune import summarise
 from vldistill.results.finetune import write_report as write_finetune_report
 from vldistill.results.retrieval import write_report as write_retrieval_report
+from vldistill.results.summary import summarise
 from vldistill.results.table import build_table, markdown, metrics_json, read_table, write_table
 
 

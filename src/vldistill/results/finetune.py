@@ -14,14 +14,8 @@ from typing import Any
 
 import polars as pl
 
-from vldistill.io import atomic_output
+from vldistill.results.summary import KEYS, ROW_SCHEMA, mean_spread, summarise, write_report_files
 
-KEYS: tuple[str, ...] = ("dataset", "task", "regime", "split", "method", "metric")
-ROW_SCHEMA: dict[str, Any] = {
-    "dataset": pl.String, "task": pl.String, "regime": pl.String, "split": pl.String,
-    "method": pl.String, "metric": pl.String, "seed": pl.Int64, "value": pl.Float64,
-    "n": pl.Int64, "reference": pl.Float64, "reference_kind": pl.String,
-}
 METRICS: dict[str, tuple[str, ...]] = {"vqa": ("accuracy",), "ve": ("accuracy",),
                                        "vcr": ("q2a", "qa2r", "q2ar")}
 
@@ -61,22 +55,6 @@ def collect(paths: Iterable[str | Path], dataset: str) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=ROW_SCHEMA).sort([*KEYS, "seed"])
 
 
-def summarise(rows: pl.DataFrame) -> pl.DataFrame:
-    """Mean, sample standard deviation (null for one seed) and seed count per cell."""
-    return (
-        rows.group_by(KEYS, maintain_order=True)
-        .agg(
-            pl.col("value").mean().alias("mean"),
-            pl.col("value").std(ddof=1).alias("std"),
-            pl.col("seed").n_unique().alias("seeds"),
-            pl.col("n").first().alias("n"),
-            pl.col("reference").mean().alias("reference"),
-            pl.col("reference_kind").first().alias("reference_kind"),
-        )
-        .sort(KEYS)
-    )
-
-
 METHOD_ORDER: tuple[str, ...] = ("baseline", "kd", "mad", "mad-ts", "mad-cw", "mad-af")
 
 
@@ -104,7 +82,8 @@ def markdown(summary: pl.DataFrame) -> str:
         for (metric, regime, split), group in ordered.group_by(
                 ["metric", "regime", "split"], maintain_order=True):
             by_method = {r["method"]: r for r in group.iter_rows(named=True)}
-            values = [_cell(by_method.get(m)) for m in methods]
+            values = ["" if r is None else mean_spread(r["mean"], r["std"], 3)
+                      for r in (by_method.get(m) for m in methods)]
             first = next(iter(by_method.values()))
             reference = "" if first["reference"] is None else \
                 f"{first['reference']:.3f} ({first['reference_kind']})"
@@ -114,23 +93,12 @@ def markdown(summary: pl.DataFrame) -> str:
     return "\n".join(out)
 
 
-def _cell(row: dict[str, Any] | None) -> str:
-    if row is None:
-        return ""
-    if row["std"] is None:
-        return f"{row['mean']:.3f}"
-    return f"{row['mean']:.3f} ± {row['std']:.3f}"
-
-
 def write_report(metrics_paths: Iterable[str | Path], dataset: str, *, csv_path: str | Path,
                  summary_path: str | Path, markdown_path: str | Path) -> str:
     """Write the long rows, the seed summary and the Markdown view; return the Markdown."""
     rows = collect(metrics_paths, dataset)
     summary = summarise(rows)
     text = f"# Fine-tuning results: {dataset}\n\n{markdown(summary)}"
-    for path, write in ((csv_path, rows.write_csv), (summary_path, summary.write_csv)):
-        with atomic_output(path) as tmp:
-            write(tmp)
-    with atomic_output(markdown_path) as tmp:
-        Path(tmp).write_text(text)
+    write_report_files(rows, summary, text, csv_path=csv_path, summary_path=summary_path,
+                       markdown_path=markdown_path)
     return text

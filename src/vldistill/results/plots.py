@@ -3,7 +3,6 @@ K, and retrieval accuracy against time per query."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +14,8 @@ import polars as pl  # noqa: E402
 
 from vldistill.io import atomic_output  # noqa: E402
 from vldistill.results.finetune import METHOD_ORDER, regime_order  # noqa: E402
-from vldistill.results.table import SPLIT_NAMES  # noqa: E402
+from vldistill.results.retrieval import rerank_k  # noqa: E402
+from vldistill.results.table import SPLIT_NAMES, regime_label  # noqa: E402
 
 PRIMARY_METRIC: dict[str, str] = {"vqa": "accuracy", "ve": "accuracy", "vcr": "q2ar"}
 
@@ -63,8 +63,7 @@ def plot_lowshot(table: pl.DataFrame, path: str | Path) -> None:
                            linewidth=1, label=reference["reference_kind"][0])
             regimes = sorted(set(cell["regime"]), key=regime_order)
             _log_ticks(ax, [min(regime_order(r), 100.0) for r in regimes],
-                       ["full" if r == "full" else f"{r.removeprefix('lowshot-')}%"
-                        for r in regimes])
+                       [regime_label(r) for r in regimes])
             ax.set_xlabel("training images")
             ax.set_ylabel(f"{task} {PRIMARY_METRIC[task]}")
             ax.set_title(f"{task}: {SPLIT_NAMES.get(split, split)} test")
@@ -79,8 +78,7 @@ def _retrieval(table: pl.DataFrame, metric: str) -> dict[str, tuple[float, float
 
 
 def _rerankers(values: dict[str, tuple[float, float | None]]) -> list[tuple[int, str]]:
-    return sorted((int(m.group(1)), name) for name in values
-                  if (m := re.fullmatch(r"rerank_k(\d+)", name)))
+    return sorted((k, name) for name in values if (k := rerank_k(name)) is not None)
 
 
 def plot_recall_vs_k(table: pl.DataFrame, path: str | Path) -> None:

@@ -19,22 +19,33 @@ from typing import Any
 
 import polars as pl
 
-from vldistill.io import atomic_output
-from vldistill.results.finetune import KEYS, ROW_SCHEMA, summarise
+from vldistill.results.summary import (
+    KEYS,
+    ROW_SCHEMA,
+    mean_spread,
+    summarise,
+    write_report_files,
+)
 
 DIRECTIONS: tuple[str, ...] = ("t2i", "i2t")
 LATENCY: tuple[str, ...] = ("fast", "slow", "total")
 
 
+def rerank_k(model: str) -> int | None:
+    """K of a re-ranker's name (``rerank_k50`` -> 50); None for any other model."""
+    match = re.fullmatch(r"rerank_k(\d+)", model)
+    return None if match is None else int(match.group(1))
+
+
 def model_order(model: str) -> tuple[int, int]:
-    """fast, fast_distilled, slow, then the re-rankers by K."""
+    """The ceiling, fast, fast_distilled, slow, then the re-rankers by K."""
     fixed = {"ceiling": -1, "fast": 0, "fast_distilled": 1, "slow": 2}
     if model in fixed:
         return fixed[model], 0
-    match = re.fullmatch(r"rerank_k(\d+)", model)
-    if match is None:
+    k = rerank_k(model)
+    if k is None:
         raise ValueError(f"unknown retrieval model {model!r}")
-    return 3, int(match.group(1))
+    return 3, k
 
 
 def result_rows(result: dict[str, Any], dataset: str, split: str) -> list[dict[str, Any]]:
@@ -95,35 +106,33 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def markdown(summary: pl.DataFrame) -> str:
-    """A row per model (mean ± std over seeds), recall in percent, latency per text query, and
-    the speed-up of each model's ms/query over Slow-only."""
+def markdown_lines(summary: pl.DataFrame) -> list[str]:
+    """A caption line and a table: a row per model (mean ± std over seeds), recall in percent,
+    latency per text query, and the speed-up of each model's ms/query over Slow-only.
+    ``summary`` is one dataset's retrieval rows with ``mean`` and ``std`` columns."""
     cell = {(r["method"], r["metric"]): r for r in summary.iter_rows(named=True)}
     models = sorted(set(summary["method"]), key=model_order)
     seeds = summary["seeds"].max()
-    gallery_row = cell.get((models[0], "t2i_R@1"))
+    recall = next((cell[m, "t2i_R@1"] for m in models if (m, "t2i_R@1") in cell), None)
     slow_total = cell.get(("slow", "total_ms"))
-    out = [f"{seeds} seed{'s' if seeds != 1 else ''}, mean ± std; recall in %; "
-           f"t2i n = {gallery_row['n'] if gallery_row else '?'} text queries; chance R@1 = "
-           f"{gallery_row['reference']:.2f}%" if gallery_row else "", "",
+    caption = f"{seeds} seed{'s' if seeds != 1 else ''}, mean ± std; recall in %"
+    if recall is not None:
+        caption += (f"; t2i n = {recall['n']} text queries; chance R@1 = "
+                    f"{recall['reference']:.2f}%")
+    out = [caption, "",
            "| model | " + " | ".join(title for _, title in COLUMNS) + " | speed-up vs Slow |",
            "|---|" + "---:|" * (len(COLUMNS) + 1)]
     for model in models:
-        values = [_cell(cell.get((model, metric)), 0 if metric == "slow_calls" else
-                        (2 if metric.endswith("_ms") else 1)) for metric, _ in COLUMNS]
+        values = []
+        for metric, _ in COLUMNS:
+            row = cell.get((model, metric))
+            digits = 0 if metric == "slow_calls" else 2 if metric.endswith("_ms") else 1
+            values.append("" if row is None else mean_spread(row["mean"], row["std"], digits))
         total = cell.get((model, "total_ms"))
         speedup = "" if slow_total is None or total is None or total["mean"] <= 0 else \
             f"{slow_total['mean'] / total['mean']:.1f}x"
         out.append(f"| {model} | " + " | ".join(values) + f" | {speedup} |")
-    return "\n".join(out) + "\n"
-
-
-def _cell(row: dict[str, Any] | None, digits: int) -> str:
-    if row is None:
-        return ""
-    if row["std"] is None:
-        return f"{row['mean']:.{digits}f}"
-    return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f}"
+    return out
 
 
 def write_report(result_paths: Iterable[str | Path], dataset: str, split: str, *,
@@ -132,10 +141,8 @@ def write_report(result_paths: Iterable[str | Path], dataset: str, split: str, *
     """Write the long rows, the seed summary and the Markdown view; return the Markdown."""
     rows = collect(result_paths, dataset, split)
     summary = summarise(rows)
-    text = f"# Retrieval results: {dataset} ({split} gallery)\n\n{markdown(summary)}"
-    for path, write in ((csv_path, rows.write_csv), (summary_path, summary.write_csv)):
-        with atomic_output(path) as tmp:
-            write(tmp)
-    with atomic_output(markdown_path) as tmp:
-        Path(tmp).write_text(text)
+    text = "\n".join([f"# Retrieval results: {dataset} ({split} gallery)", "",
+                      *markdown_lines(summary)]) + "\n"
+    write_report_files(rows, summary, text, csv_path=csv_path, summary_path=summary_path,
+                       markdown_path=markdown_path)
     return text

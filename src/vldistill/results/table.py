@@ -16,9 +16,9 @@ from typing import Any
 import polars as pl
 
 from vldistill.io import atomic_output
-from vldistill.results.finetune import KEYS, METHOD_ORDER, METRICS, regime_order
-from vldistill.results.retrieval import COLUMNS as RETRIEVAL_COLUMNS
-from vldistill.results.retrieval import model_order
+from vldistill.results import retrieval
+from vldistill.results.finetune import METHOD_ORDER, METRICS, regime_order
+from vldistill.results.summary import KEYS, mean_spread
 
 TABLE_SCHEMA: dict[str, Any] = {
     "dataset": pl.String, "task": pl.String, "regime": pl.String, "split": pl.String,
@@ -50,13 +50,8 @@ def read_table(path: str | Path) -> pl.DataFrame:
     return pl.read_csv(path, schema=TABLE_SCHEMA)
 
 
-def _cell(value: float | None, spread: float | None, digits: int) -> str:
-    if value is None:
-        return ""
-    return f"{value:.{digits}f}" if spread is None else f"{value:.{digits}f} ± {spread:.{digits}f}"
-
-
-def _regime_label(regime: str) -> str:
+def regime_label(regime: str) -> str:
+    """``lowshot-10`` -> ``10%``; ``full`` stays."""
     return "full" if regime == "full" else f"{regime.removeprefix('lowshot-')}%"
 
 
@@ -81,13 +76,14 @@ def finetune_markdown(table: pl.DataFrame) -> list[str]:
                 out += [f"### {dataset}: {task} {metric} ({seeds} seed"
                         f"{'s' if seeds != 1 else ''}, mean ± std)", "",
                         "| method | " + " | ".join(
-                            f"{_regime_label(r)} {SPLIT_NAMES.get(s, s)}" for r, s in columns)
+                            f"{regime_label(r)} {SPLIT_NAMES.get(s, s)}" for r, s in columns)
                         + " |",
                         "|---|" + "---:|" * len(columns)]
                 for method in methods:
                     values = [cell.get((method, r, s)) for r, s in columns]
                     out.append(f"| {method} | " + " | ".join(
-                        "" if v is None else _cell(v["value"], v["spread"], 3) for v in values)
+                        "" if v is None else mean_spread(v["value"], v["spread"], 3)
+                        for v in values)
                         + " |")
                 first = {(r, s): cell.get((methods[0], r, s)) for r, s in columns}
                 kind = next((v["reference_kind"] for v in first.values() if v), "reference")
@@ -101,34 +97,13 @@ def finetune_markdown(table: pl.DataFrame) -> list[str]:
 
 
 def retrieval_markdown(table: pl.DataFrame) -> list[str]:
-    """Per dataset: a row per retrieval model, recall (%), latency per text query and the
-    speed-up over Slow-only."""
+    """Per dataset: the retrieval report's model table (results.retrieval.markdown_lines)."""
     out = []
     part = table.filter(pl.col("task") == "retrieval")
     for dataset in part["dataset"].unique(maintain_order=True).to_list():
         rows = part.filter(pl.col("dataset") == dataset)
-        cell = {(r["method"], r["metric"]): r for r in rows.iter_rows(named=True)}
-        models = sorted(set(rows["method"]), key=model_order)
-        r1 = cell.get((models[0], "t2i_R@1"))
-        seeds = rows["seeds"].max()
-        out += [f"### {dataset}: retrieval on the {rows['split'][0]} gallery ({seeds} seed"
-                f"{'s' if seeds != 1 else ''}, mean ± std; recall in %; n = "
-                f"{r1['n'] if r1 else '?'} text queries; chance R@1 = "
-                f"{r1['reference']:.2f}%)" if r1 else f"### {dataset}: retrieval", "",
-                "| model | " + " | ".join(t for _, t in RETRIEVAL_COLUMNS) + " | speed-up |",
-                "|---|" + "---:|" * (len(RETRIEVAL_COLUMNS) + 1)]
-        slow = cell.get(("slow", "total_ms"))
-        for model in models:
-            values = []
-            for metric, _ in RETRIEVAL_COLUMNS:
-                v = cell.get((model, metric))
-                digits = 0 if metric == "slow_calls" else 2 if metric.endswith("_ms") else 1
-                values.append("" if v is None else _cell(v["value"], v["spread"], digits))
-            total = cell.get((model, "total_ms"))
-            speedup = f"{slow['value'] / total['value']:.1f}x" if slow and total and \
-                total["value"] > 0 else ""
-            out.append(f"| {model} | " + " | ".join(values) + f" | {speedup} |")
-        out.append("")
+        out += [f"### {dataset}: retrieval on the {rows['split'][0]} gallery", "",
+                *retrieval.markdown_lines(rows.rename({"value": "mean", "spread": "std"})), ""]
     return out
 
 
