@@ -2,14 +2,17 @@
 
 
 rule data_synthetic:
-    """Generate the seeded synthetic scenes benchmark: images, captions, VQA, VE, VCR."""
+    """Generate the seeded synthetic scenes benchmark (images, captions, VQA, VE, VCR), then
+    check every example like any other source's."""
     output:
         manifests=manifests(),
         images=directory("data/{dataset}/images"),
         summary="data/{dataset}/summary.json",
+        validation="data/{dataset}/validation.json",
     params:
         synthetic=config.get("synthetic"),
         seed=config["seed"],
+        skip_bad_examples=config["dataset"]["skip_bad_examples"],
     log:
         "logs/{dataset}/data_synthetic.log",
     benchmark:

@@ -35,9 +35,12 @@ PLOTS = ["lowshot", *(["recall_vs_k", "accuracy_vs_latency"] if RETRIEVAL else [
 rule results_table:
     """The results table (long CSV, paper-style Markdown, metrics.json for DVC) and its plots."""
     input:
-        table_summaries(),
+        summaries=table_summaries(),
+        validation=f"data/{DATASET}/validation.json",
     output:
         table=report("results/table.csv", caption="../report/table.rst", category="Results"),
+        timings=report("results/timings.csv", caption="../report/timings.rst",
+                       category="Results"),
         markdown=report("results/table.md", caption="../report/table_md.rst",
                         category="Results"),
         metrics="results/metrics.json",

@@ -9,8 +9,10 @@ from vldistill.workflow import rule_logging
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with rule_logging(smk.log[0], smk.threads) as log:
-    table = write_table(list(smk.input), csv_path=smk.output.table,
-                        markdown_path=smk.output.markdown, metrics_path=smk.output.metrics)
+    table = write_table(list(smk.input.summaries), csv_path=smk.output.table,
+                        timings_path=smk.output.timings, markdown_path=smk.output.markdown,
+                        metrics_path=smk.output.metrics,
+                        validation_paths=[smk.input.validation])
     log.info("results table: %d rows", len(table))
     for path in smk.output.plots:
         getattr(plots, f"plot_{Path(path).stem}")(table, path)

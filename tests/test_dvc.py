@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import polars as pl
 import pytest
 import yaml
 from conftest import WORKFLOW_FILES
@@ -43,11 +42,6 @@ def make_recipe(makefile: Path, target: str) -> list[list[str]]:
     return recipe
 
 
-def tabled_values(path: Path) -> pl.DataFrame:
-    """The results table without timings (they differ from run to run)."""
-    return pl.read_csv(path).filter(~pl.col("metric").str.ends_with("_ms"))
-
-
 @pytest.fixture(scope="module")
 def project(repo, tmp_path_factory) -> Path:
     """A git + DVC project of this repository whose config.yaml is the tiny config."""
@@ -73,8 +67,10 @@ def test_dvc_repro_rebuilds_the_snakemake_table_and_pull_round_trips(project, ti
     built = project.parent / "built"
     run(project.parent, "git", "clone", "-q", str(project), str(built))
     run(built, "dvc", "repro")
-    assert_frame_equal_values(tabled_values(built / "results/table.csv"),
-                              tabled_values(tiny_run / "results/table.csv"))
+    # two clean runs of the same config and seeds (this one and the session's Snakemake run):
+    # the results table is bit-identical (timings live in timings.csv)
+    assert (built / "results/table.csv").read_bytes() == \
+        (tiny_run / "results/table.csv").read_bytes()
     assert "Data and pipelines are up to date" in run(built, "dvc", "status")
     assert re.search(r"metrics\.json", run(built, "dvc", "metrics", "show"))
 
@@ -96,10 +92,3 @@ def test_dvc_repro_rebuilds_the_snakemake_table_and_pull_round_trips(project, ti
     dry = run(fresh, "snakemake", "-n", "results/table.csv")
     assert "Nothing to be done" in dry, dry
 
-
-def assert_frame_equal_values(left: pl.DataFrame, right: pl.DataFrame) -> None:
-    keys = ["dataset", "task", "regime", "split", "method", "metric"]
-    joined = left.join(right, on=keys, how="full", suffix="_snakemake", coalesce=True)
-    assert len(joined) == len(left) == len(right)
-    mismatch = joined.filter((pl.col("value") - pl.col("value_snakemake")).abs() > 1e-6)
-    assert mismatch.is_empty(), mismatch

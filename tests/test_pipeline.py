@@ -215,3 +215,26 @@ def test_retrieval_results_for_fast_distilled_slow_and_every_k(tiny_run):
     assert slow_r1["reference"].item() == pytest.approx(100 / 8)  # chance: 1 of 8 images
     report = (tiny_run / "results/tiny/retrieval.md").read_text()
     assert "| rerank_k4 |" in report and "speed-up vs Slow" in report
+
+
+def test_every_metrics_file_records_the_seeds_it_depends_on(tiny_run):
+    metrics = [*(tiny_run / "models/tiny").rglob("*.json"),
+               *(tiny_run / "results/tiny/retrieval").rglob("*.json")]
+    assert len(metrics) > 20
+    for path in metrics:
+        seeds = json.loads(path.read_text())["seeds"]
+        assert seeds["data"] == 0 and seeds["pretrain"] == 0, path  # configs/tiny.yaml: seed 0
+        stage = ("finetune" if "/seed-" in str(path) and "retrieval" not in str(path)
+                 else "retrieval" if "retrieval" in str(path) else None)
+        if stage:
+            assert seeds[stage] == 0, path
+
+
+def test_timings_live_beside_the_table_and_the_data_check_is_recorded(tiny_run):
+    table = pl.read_csv(tiny_run / "results/table.csv")
+    timings = pl.read_csv(tiny_run / "results/timings.csv")
+    assert not table["metric"].str.ends_with("_ms").any()
+    assert set(timings["metric"]) == {"fast_ms", "slow_ms", "total_ms"}
+    assert (table["skipped"] == 0).all()
+    report = json.loads((tiny_run / "data/tiny/validation.json").read_text())
+    assert report["checked"]["train"]["images"] == 24 and report["reasons"] == {}

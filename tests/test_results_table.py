@@ -9,7 +9,7 @@ import pytest
 from vldistill.results import plots
 from vldistill.results.finetune import write_report as write_finetune_report
 from vldistill.results.retrieval import write_report as write_retrieval_report
-from vldistill.results.summary import summarise
+from vldistill.results.summary import KEYS, summarise
 from vldistill.results.table import build_table, markdown, metrics_json, read_table, write_table
 
 
@@ -83,10 +83,17 @@ def test_metrics_json_nests_every_value(summaries):
 
 
 def test_written_table_reads_back_with_its_types_and_plots_render(summaries, tmp_path):
-    write_table(summaries, csv_path=tmp_path / "t.csv", markdown_path=tmp_path / "t.md",
-                metrics_path=tmp_path / "m.json")
-    table = read_table(tmp_path / "t.csv")
-    assert table.schema["spread"] == pl.Float64
+    whole = write_table(summaries, csv_path=tmp_path / "t.csv", timings_path=tmp_path / "ms.csv",
+                        markdown_path=tmp_path / "t.md", metrics_path=tmp_path / "m.json")
+    quality, timings = read_table(tmp_path / "t.csv"), read_table(tmp_path / "ms.csv")
+    assert quality.schema["spread"] == pl.Float64
+    # timings leave the table (they are not reproducible) but nothing is lost
+    assert not quality["metric"].str.ends_with("_ms").any()
+    assert timings["metric"].str.ends_with("_ms").all() and len(timings) > 0
+    table = pl.concat([quality, timings]).sort(list(KEYS))
+    assert table.equals(whole.sort(list(KEYS)))
+    assert "total_ms" not in (tmp_path / "m.json").read_text()
+    assert "Fast ms" in (tmp_path / "t.md").read_text()
     for name in ("lowshot", "recall_vs_k", "accuracy_vs_latency"):
         getattr(plots, f"plot_{name}")(table, tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")

@@ -7,6 +7,7 @@ into one readable list and adds the cross-key rules a schema cannot express.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: got {error.instance!r}; expected one of {error.validator_value}"
     if error.validator == "type":
         return f"{where}: got {error.instance!r}; expected type {error.validator_value}"
+    if error.validator == "pattern" and "description" in error.schema:
+        # a regular expression is no help to a reader; the schema says it in words
+        return f"{where}: got {error.instance!r}; expected {error.schema['description']}"
     return f"{where}: {error.message}"
 
 
@@ -73,6 +77,46 @@ def semantic_errors(config: dict) -> list[str]:
                 "teachers.text.model: required when teachers.text.name is 'hf' "
                 "(a Hugging Face model id or a local directory)"
             )
+    problems += retrieval_errors(config)
+    return problems
+
+
+def retrieval_errors(config: dict) -> list[str]:
+    """Retrieval settings that cannot work with the dataset they run on.
+
+    Gallery sizes are known before any job runs only for the synthetic benchmark (its counts are
+    config); for real datasets the index and re-rank rules check the same things on the data.
+    """
+    retrieval = config.get("retrieval")
+    if not retrieval:
+        return []
+    problems: list[str] = []
+    synthetic = config.get("synthetic")
+    if config.get("dataset", {}).get("source") != "synthetic" or not synthetic:
+        return problems
+    split = retrieval.get("split", "test")
+    gallery = synthetic.get("counts", {}).get(split)
+    if gallery is None:
+        return problems
+    for i, k in enumerate(retrieval.get("rerank", {}).get("ks", [])):
+        if k > gallery:
+            problems.append(
+                f"retrieval.rerank.ks[{i}]: re-ranking the top {k} needs at least {k} gallery "
+                f"images, but the {split!r} gallery has synthetic.counts.{split} = {gallery}"
+            )
+    ivf = re.search(r"IVF(\d+)", str(retrieval.get("index", {}).get("factory", "")))
+    if ivf and int(ivf.group(1)) > gallery:
+        problems.append(
+            f"retrieval.index.factory: {ivf.group(0)} needs at least {ivf.group(1)} vectors to "
+            f"train its lists, but the {split!r} gallery has synthetic.counts.{split} = {gallery}"
+        )
+    per_image = retrieval.get("captions_per_image", 1)
+    generated = synthetic.get("captions_per_image", 5)
+    if per_image > generated:
+        problems.append(
+            f"retrieval.captions_per_image: {per_image} queries per image, but the generator "
+            f"writes synthetic.captions_per_image = {generated} captions per image"
+        )
     return problems
 
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from vldistill.data.manifest import read_manifest
+from vldistill.data.manifest import BadExampleError, read_manifest
 
 
 class ImageBank:
@@ -52,6 +52,17 @@ class ImageBank:
         return normalise(self.pixels[rows])
 
 
+def decode_rgb(path: str | Path) -> Image.Image:
+    """Open and fully decode an image as RGB; BadExampleError naming the file otherwise."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # decodes every pixel: truncation shows up here
+    # PIL reports broken files with many types (OSError, SyntaxError, EOFError, zlib.error,
+    # struct.error, DecompressionBombError): all mean "this file is not a usable image"
+    except Exception as exc:
+        raise BadExampleError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
+
+
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 pixels -> floats in [-1, 1], the student's input (mean = std = 0.5)."""
     return pixels.float().div_(127.5).sub_(1.0)
@@ -66,14 +77,13 @@ def load_image_bank(root: str | Path, image_manifests: Sequence[str | Path], ima
     rows = zip(table["image_id"], table["image_path"], strict=True)
     for i, (image_id, rel_path) in enumerate(tqdm(rows, total=len(table), unit="img",
                                                   desc="images", disable=not progress)):
-        path = Path(root) / rel_path
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-                if image.size != (image_size, image_size):
-                    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                array = np.asarray(image, dtype=np.uint8)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read image {path} (image_id {image_id}): {exc}") from exc
+            image = decode_rgb(Path(root) / rel_path)
+        except BadExampleError as exc:
+            raise BadExampleError(f"{exc} (image_id {image_id}); the data rule checked it, so "
+                                  "it changed since: re-run the data rule") from exc
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
         pixels[i] = torch.from_numpy(array.copy()).permute(2, 0, 1)
     return ImageBank(table["image_id"].to_list(), pixels)

@@ -85,6 +85,11 @@ class ManifestError(ValueError):
     """A manifest file does not match the schema; the message names the file and the problem."""
 
 
+class BadExampleError(ValueError):
+    """Examples that cannot be used (an image that does not decode, an empty text, ...); the
+    message names each file, row and reason."""
+
+
 def manifest_path(root: str | Path, split: str, table: str) -> Path:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

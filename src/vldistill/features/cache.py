@@ -36,7 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from vldistill.io import atomic_output, write_json
+from vldistill.io import atomic_output, canonicalise_safetensors, write_json
 from vldistill.teachers.base import ImageFeatures, TextFeatures
 
 MODALITIES: tuple[str, ...] = ("vision", "text")
@@ -347,6 +347,7 @@ def cache_shard(
                 }
                 with atomic_output(path) as tmp:
                     save_file(tensors, str(tmp), metadata=meta)
+                    canonicalise_safetensors(tmp)
                 del tensors  # at most one chunk's features in memory
             encode_s += float(meta["encode_seconds"])
             load_s += float(meta["load_seconds"])
@@ -383,6 +384,7 @@ def cache_shard(
         else:
             metadata["dim"] = metadata["n_tokens"] = "0"
             save_file(_empty_tensors(modality), str(tmp), metadata=metadata)
+            canonicalise_safetensors(tmp)
     shutil.rmtree(partial)
     return {
         "path": str(out_path),

@@ -15,7 +15,7 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
-from vldistill.io import atomic_output
+from vldistill.io import atomic_output, canonicalise_safetensors
 from vldistill.models.config import HeadsConfig, StudentConfig
 from vldistill.models.student import Student
 
@@ -47,6 +47,7 @@ def save_checkpoint(
     }
     with atomic_output(path) as tmp:
         save_model(model, str(tmp), metadata=metadata)
+        canonicalise_safetensors(tmp)
 
 
 def load_checkpoint(

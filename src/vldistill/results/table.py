@@ -2,8 +2,11 @@
 and a nested metrics.json for ``dvc metrics``.
 
 results/table.csv has one row per (dataset, task, regime, split, method, metric) with value (the
-mean over seeds), spread (sample std over seeds; empty for one seed), seeds, n and the reference
-a reader needs beside it (chance, majority answer, random order).
+mean over seeds), spread (sample std over seeds; empty for one seed), seeds, n (examples
+evaluated), skipped (evaluation examples the data check dropped as bad) and the reference a
+reader needs beside it (chance, majority answer, random order). Latencies (ms per query) live
+in results/timings.csv with the same columns: the table itself is bit-identical across runs of
+the same config and seeds on the same machine kind, timings never are.
 """
 
 from __future__ import annotations
@@ -23,13 +26,32 @@ from vldistill.results.summary import KEYS, mean_spread
 TABLE_SCHEMA: dict[str, Any] = {
     "dataset": pl.String, "task": pl.String, "regime": pl.String, "split": pl.String,
     "method": pl.String, "metric": pl.String, "value": pl.Float64, "spread": pl.Float64,
-    "seeds": pl.Int64, "n": pl.Int64, "reference": pl.Float64, "reference_kind": pl.String,
+    "seeds": pl.Int64, "n": pl.Int64, "skipped": pl.Int64, "reference": pl.Float64,
+    "reference_kind": pl.String,
 }
+# The manifest table whose rows a task evaluates (data/validate.py counts skips per table).
+TASK_TABLE: dict[str, str] = {"vqa": "vqa", "ve": "ve", "vcr": "vcr", "retrieval": "captions"}
 SPLIT_NAMES: dict[str, str] = {"test": "source", "test_shifted": "shifted"}
 
 
-def build_table(summary_paths: Iterable[str | Path]) -> pl.DataFrame:
-    """Concatenate seed summaries (results/<ds>/*_summary.csv) into the long results table."""
+def skipped_counts(validation_paths: Iterable[str | Path]) -> pl.DataFrame:
+    """(dataset, task, split, skipped): evaluation rows the data check dropped as bad, read from
+    data/<dataset>/validation.json."""
+    rows = []
+    for path in validation_paths:
+        report = json.loads(Path(path).read_text())
+        for split, tables in report["skipped"].items():
+            for task, table in TASK_TABLE.items():
+                rows.append({"dataset": Path(path).parent.name, "task": task, "split": split,
+                             "skipped": tables.get(table, 0)})
+    return pl.DataFrame(rows, schema={"dataset": pl.String, "task": pl.String,
+                                      "split": pl.String, "skipped": pl.Int64})
+
+
+def build_table(summary_paths: Iterable[str | Path],
+                validation_paths: Iterable[str | Path] = ()) -> pl.DataFrame:
+    """Concatenate seed summaries (results/<ds>/*_summary.csv) into the long results table;
+    ``skipped`` comes from the datasets' validation reports (0 without one)."""
     frames = []
     for path in summary_paths:
         summary = pl.read_csv(path, schema_overrides={"std": pl.Float64,
@@ -38,11 +60,14 @@ def build_table(summary_paths: Iterable[str | Path]) -> pl.DataFrame:
         missing = {*KEYS, "mean", "std", "seeds", "n"} - set(summary.columns)
         if missing:
             raise ValueError(f"{path}: not a results summary (missing {sorted(missing)})")
-        frames.append(summary.rename({"mean": "value", "std": "spread"})
-                      .select(list(TABLE_SCHEMA)).cast(TABLE_SCHEMA))
+        frames.append(summary.rename({"mean": "value", "std": "spread"}))
     if not frames:
         raise ValueError("no results to tabulate")
-    return pl.concat(frames).sort(list(KEYS))
+    table = pl.concat(frames, how="diagonal_relaxed").join(
+        skipped_counts(validation_paths), on=["dataset", "task", "split"], how="left",
+        maintain_order="left")
+    return (table.with_columns(pl.col("skipped").fill_null(0))
+            .select(list(TABLE_SCHEMA)).cast(TABLE_SCHEMA).sort(list(KEYS)))
 
 
 def read_table(path: str | Path) -> pl.DataFrame:
@@ -91,7 +116,9 @@ def finetune_markdown(table: pl.DataFrame) -> list[str]:
                     "" if v is None or v["reference"] is None else f"{v['reference']:.3f}"
                     for v in first.values()) + " |")
                 out.append("| *n* | " + " | ".join(
-                    "" if v is None else str(v["n"]) for v in first.values()) + " |")
+                    "" if v is None else f"{v['n']}" + (f" ({v['skipped']} bad skipped)"
+                                                        if v["skipped"] else "")
+                    for v in first.values()) + " |")
                 out.append("")
     return out
 
@@ -122,13 +149,26 @@ def metrics_json(table: pl.DataFrame) -> dict[str, Any]:
     return nested
 
 
+def is_timing() -> pl.Expr:
+    """Rows that measure wall-clock time (ms per query): they differ from run to run."""
+    return pl.col("metric").str.ends_with("_ms")
+
+
 def write_table(summary_paths: Iterable[str | Path], *, csv_path: str | Path,
-                markdown_path: str | Path, metrics_path: str | Path) -> pl.DataFrame:
-    table = build_table(summary_paths)
+                timings_path: str | Path, markdown_path: str | Path,
+                metrics_path: str | Path,
+                validation_paths: Iterable[str | Path] = ()) -> pl.DataFrame:
+    """Write the table (quality metrics only, so the same config and seeds give the same bytes),
+    the timings (same columns), the Markdown view of both and metrics.json (quality only, so
+    ``dvc metrics diff`` shows results, not machine load). Returns the whole table."""
+    table = build_table(summary_paths, validation_paths)
+    quality, timings = table.filter(~is_timing()), table.filter(is_timing())
     with atomic_output(csv_path) as tmp:
-        table.write_csv(tmp)
+        quality.write_csv(tmp)
+    with atomic_output(timings_path) as tmp:
+        timings.write_csv(tmp)
     with atomic_output(markdown_path) as tmp:
         Path(tmp).write_text(markdown(table))
     with atomic_output(metrics_path) as tmp:
-        Path(tmp).write_text(json.dumps(metrics_json(table), indent=1, sort_keys=True) + "\n")
+        Path(tmp).write_text(json.dumps(metrics_json(quality), indent=1, sort_keys=True) + "\n")
     return table

@@ -16,6 +16,7 @@ from vldistill.data.manifest import (
     read_manifest,
 )
 from vldistill.data.synthetic import SyntheticConfig, generate
+from vldistill.data.validate import validate_dataset
 from vldistill.io import atomic_output, write_json
 
 
@@ -24,6 +25,15 @@ def make_synthetic(params: dict, seed: int, root: str | Path, summary_path: str 
     summary = generate(SyntheticConfig.from_dict(params), root, seed=seed)
     write_json(summary, summary_path)
     return summary
+
+
+def check_examples(root: str | Path, skip_bad_examples: bool,
+                   report_path: str | Path) -> dict:
+    """Check every example of the dataset (see data/validate.py); write what was checked and
+    skipped to ``report_path``."""
+    report = validate_dataset(root, skip_bad_examples)
+    write_json(report, report_path)
+    return report
 
 
 def make_text_corpus(root: str | Path, out_path: str | Path,

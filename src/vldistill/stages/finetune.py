@@ -31,6 +31,7 @@ from vldistill.models.config import HeadsConfig
 from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
+from vldistill.seeds import add_seed, checkpoint_seeds
 from vldistill.stages.student import clear_states, load_backbone, state_path
 from vldistill.train.distill_step import TeacherFeatures, student_states
 from vldistill.train.loop import TrainConfig, train
@@ -129,8 +130,9 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path,
                                   "start": str(start), "training": training, "mad": mad,
                                   "seed": seed})
     history = train(model, loss_fn, len(data), train_cfg, state, extra_state=schedule)
+    seeds = add_seed(checkpoint_seeds(start), "finetune", seed)
     save_checkpoint(out_path, model, extra={"task": task, "regime": regime, "method": method,
-                                            "seed": seed, "answer_vocab": vocab})
+                                            "seed": seed, "seeds": seeds, "answer_vocab": vocab})
     clear_states(out_path)
 
     results = {}
@@ -143,7 +145,7 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path,
                 normalize_gt=True)["accuracy"]
         log.info("%s: %s", split, results[split])
     metrics = {
-        "task": task, "regime": regime, "method": method, "seed": seed,
+        "task": task, "regime": regime, "method": method, "seed": seed, "seeds": seeds,
         "n_train": len(data), "n_train_images": train_frame["image_id"].n_unique(),
         "start": Path(start).name, "results": results, "probe": probe_info,
         "final_train": {k: v for k, v in history[-1].items() if k != "step"},

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, load_model, save_model
 from vldistill.data.images import ImageBank, load_image_bank
 from vldistill.data.manifest import manifest_path, read_manifest
 from vldistill.eval.retrieval import median_rank, recall_at_k, retrieval_metrics
-from vldistill.io import atomic_output
+from vldistill.io import atomic_output, canonicalise_safetensors
 from vldistill.models.config import StudentConfig
 from vldistill.models.factory import create_student, load_checkpoint
 from vldistill.models.fast import FastDualEncoder
@@ -34,6 +34,7 @@ from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.retrieval.index import build_index, load_index, save_index, search
 from vldistill.retrieval.losses import KL_DIRECTIONS, info_nce, slow_to_fast_kl
 from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
+from vldistill.seeds import add_seed, checkpoint_seeds, dataset_seeds, merge_seeds
 from vldistill.stages.student import (
     caption_data,
     clear_states,
@@ -85,9 +86,10 @@ def train_slow(*, root: str | Path, init: str, start: str | Path | None, student
                                   "directions": directions, "training": training, "seed": seed})
     history = train(model, loss_fn, len(corpus), train_cfg, state)
     # load_slow reads the directions h_slow sums back from the checkpoint's metadata
+    seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)
     return finish_student(model, history, out_path, metrics_path,
                           {"stage": "slow", "init": init, "progressive": progressive,
-                           "directions": list(directions)})
+                           "directions": list(directions), "seeds": seeds})
 
 
 def load_slow(path: str | Path) -> tuple[Student, tuple[str, ...]]:
@@ -157,10 +159,17 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
                                   "temperature": temperature, "distill": distill,
                                   "slow": str(slow_path), "training": training, "seed": seed})
     history = train(model, loss_fn, len(corpus), train_cfg, state)
-    save_fast(out_path, model, {"temperature": temperature, "distilled": distill is not None})
+    seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)
+    save_fast(out_path, model, {"temperature": temperature, "distilled": distill is not None,
+                                "seeds": seeds})
     clear_states(out_path)
     return write_training_summary(history, metrics_path, {"stage": "fast", "init": init,
-                                                          "distill": distill})
+                                                          "distill": distill, "seeds": seeds})
+
+
+def upstream_seeds(root: str | Path, init: str, start: str | Path | None) -> dict[str, int]:
+    """Seeds of what a retrieval model starts from: its student checkpoint, or the data."""
+    return dataset_seeds(root) if init == "scratch" or start is None else checkpoint_seeds(start)
 
 
 def _one_caption_per_image(corpus: CaptionCorpus, rows: torch.Tensor) -> torch.Tensor:
@@ -184,6 +193,7 @@ def save_fast(path: str | Path, model: FastDualEncoder, extra: dict[str, Any]) -
                 "extra": json.dumps(extra, sort_keys=True)}
     with atomic_output(path) as tmp:
         save_model(model, str(tmp), metadata=metadata)
+        canonicalise_safetensors(tmp)
 
 
 def load_fast(path: str | Path) -> tuple[FastDualEncoder, dict[str, Any]]:
@@ -228,6 +238,12 @@ class RetrievalSet:
 
 
 QUERY_SUBSET_SEED = 0  # one fixed subset, so every model and seed answers the same queries
+
+
+def query_seeds(model_seeds: dict[str, int], max_queries: int | None) -> dict[str, int]:
+    """The evaluated models' seeds, plus the query subset's when there is one."""
+    return model_seeds if max_queries is None else add_seed(model_seeds, "queries",
+                                                            QUERY_SUBSET_SEED)
 
 
 def retrieval_set(root: str | Path, split: str, captions_per_image: int, image_size: int,
@@ -302,6 +318,7 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
         "i2t": retrieval_metrics(i2t, data.image_to_text_gold),
         "latency_ms_per_query": {"fast": fast_ms, "slow": 0.0, "total": fast_ms},
         "slow_calls_per_query": 0, "gallery": n_gallery, "queries": n_queries,
+        "seeds": query_seeds(extra.get("seeds", {}), max_queries),
     }
 
 
@@ -324,6 +341,7 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
         "i2t": retrieval_metrics(matrix[data.queried_images], data.image_to_text_gold),
         "latency_ms_per_query": {"fast": 0.0, "slow": slow_ms, "total": slow_ms},
         "slow_calls_per_query": n_gallery, "gallery": n_gallery, "queries": n_queries,
+        "seeds": query_seeds(checkpoint_seeds(slow_path), max_queries),
         "t2i_ceiling": caption_ceiling(data.same_caption),
     }
 
@@ -359,7 +377,11 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
     data = retrieval_set(root, split, captions_per_image, fast.cfg.image_size,
                          fast.cfg.context_length, max_queries)
     index = load_index(index_path)
-    n_queries, k = len(data.gold), min(k, index.ntotal)
+    if k > index.ntotal:
+        # silently capping would label a Slow-over-everything run "rerank@K"
+        raise ValueError(f"re-ranking the top {k} needs at least {k} gallery images; the index "
+                         f"{index_path} holds {index.ntotal}: lower retrieval.rerank.ks")
+    n_queries = len(data.gold)
     levels = gallery_levels(slow, data.bank)
     queries, encode_s = timed(embed_queries, fast, data.ids, data.mask)
     (fast_scores, candidates), search_s = timed(search, index, queries.numpy(), k)
@@ -376,4 +398,6 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
         "t2i": {**recall_at_k(ranks), "median_rank": median_rank(ranks), "n": n_queries},
         "latency_ms_per_query": {"fast": fast_ms, "slow": slow_ms, "total": fast_ms + slow_ms},
         "slow_calls_per_query": k, "gallery": index.ntotal, "queries": n_queries,
+        "seeds": query_seeds(merge_seeds(checkpoint_seeds(fast_path),
+                                         checkpoint_seeds(slow_path)), max_queries),
     }

@@ -25,6 +25,7 @@ from vldistill.models.config import HeadsConfig, StudentConfig
 from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer
+from vldistill.seeds import add_seed, checkpoint_seeds, dataset_seeds
 from vldistill.train.distill_step import TeacherFeatures, student_states
 from vldistill.train.loop import TrainConfig, summarise_history, train
 from vldistill.train.pretrain import (
@@ -98,8 +99,10 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
         lambda m, rows, step: pretrain_loss(m, corpus, bank, rows, **objective),
         len(corpus), train_cfg, state,
     )
+    seeds = add_seed(dataset_seeds(root), "pretrain", seed)
     return finish_student(model, history, out_path, metrics_path,
-                          {"stage": "pretrain", "seed": seed, "n_captions": len(corpus)})
+                          {"stage": "pretrain", "seed": seed, "seeds": seeds,
+                           "n_captions": len(corpus)})
 
 
 def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str | Path,
@@ -140,8 +143,10 @@ def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str |
     state = state_path(out_path, {"pretrained": str(pretrained), "training": training,
                                   "mad": mad, "seed": seed})
     history = train(model, loss_fn, len(corpus), train_cfg, state)
+    seeds = add_seed(checkpoint_seeds(pretrained), "mad", seed)
     return finish_student(model, history, out_path, metrics_path,
-                          {"stage": "mad", "seed": seed, "n_captions": len(corpus)})
+                          {"stage": "mad", "seed": seed, "seeds": seeds,
+                           "n_captions": len(corpus)})
 
 
 def finish_student(model: Student, history: list[dict], out_path: str | Path,

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 import polars as pl
-from PIL import Image
 
+from vldistill.data.images import decode_rgb
 from vldistill.data.manifest import read_manifest
 from vldistill.features.cache import cache_shard, gather_index, shard_slice
 from vldistill.io import atomic_output, write_json
@@ -40,14 +40,6 @@ def text_items(corpus_path: str | Path) -> pl.DataFrame:
     return corpus.select(pl.col("text_id").alias("key"), pl.col("text").alias("payload"))
 
 
-def load_image(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-
-
 def cache_teacher_shard(
     *,
     modality: str,
@@ -73,7 +65,7 @@ def cache_teacher_shard(
         encode = create_vision_teacher(cfg, device=device).encode_images
 
         def load(keys: list[str]) -> list:
-            return [load_image(payload_of[k]) for k in keys]
+            return [decode_rgb(payload_of[k]) for k in keys]
     else:
         cfg = text_config_from_dict(teacher)
         encode = create_text_teacher(cfg, device=device).encode_texts
