@@ -1,4 +1,5 @@
 import copy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,14 +77,52 @@ def test_cross_key_rules(schema, default):
     assert "teachers.vision.model: required" in errors_of(default, schema)
 
 
-def test_bad_config_fails_at_dag_time_naming_the_key(repo, tmp_path):
-    override = tmp_path / "bad.yaml"
-    override.write_text("teachers:\n  vision: {name: efficientnet_lite0, image_size: huge}\n")
+IMPOSSIBLE = [
+    # (what the user wrote, the message that must come back)
+    ("retrieval: {rerank: {ks: [1, 5000]}}",
+     "retrieval.rerank.ks[1]: re-ranking the top 5000 needs at least 5000 gallery images, but "
+     "the 'test' gallery has synthetic.counts.test = 300"),
+    ("finetune: {regimes: [full, lowshot-0]}",
+     "finetune.regimes[1]: got 'lowshot-0'; expected 'full' or 'lowshot-<percent of training "
+     "images>' with 0 < percent <= 100"),
+    ("teachers: {vision: {name: resnet50}}",
+     "teachers.vision.name: got 'resnet50'; expected one of ['efficientnet_lite0', 'open_clip']"),
+    ("retrieval: {index: {factory: 'IVF1024,Flat'}}",
+     "retrieval.index.factory: IVF1024 needs at least 1024 vectors"),
+    ("retrieval: {captions_per_image: 9}",
+     "retrieval.captions_per_image: 9 queries per image, but the generator writes "
+     "synthetic.captions_per_image = 5"),
+    ("dataset: {skip_bad_examples: sometimes}",
+     "dataset.skip_bad_examples: got 'sometimes'; expected type boolean"),
+    ("finetune: {trainig: {steps: 5}}", "finetune: unknown key(s) ['trainig']"),
+    ("teachers:\n  vision: {name: efficientnet_lite0, image_size: huge}",
+     "teachers.vision.image_size: got 'huge'; expected type integer"),
+]
+
+
+@pytest.mark.parametrize("override, message", IMPOSSIBLE, ids=[m.split(":")[0] for _, m in
+                                                               IMPOSSIBLE])
+def test_impossible_config_is_rejected_naming_the_key(schema, default, override, message):
+    from snakemake.utils import update_config
+    update_config(default, yaml.safe_load(override))
+    assert message in errors_of(default, schema)
+
+
+@pytest.mark.parametrize("override, message", [IMPOSSIBLE[0], IMPOSSIBLE[1]],
+                         ids=["rerank-k", "lowshot-0"])
+def test_bad_config_fails_before_any_job_runs(repo, tmp_path, override, message):
+    """Snakemake itself refuses the config (a real run, not a dry run) and nothing is created."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    for name in ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "report"):
+        source = repo / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    (workdir / "bad.yaml").write_text(override + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(override)],
-        cwd=repo, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "bad.yaml"],
+        cwd=workdir, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode != 0
-    assert "teachers.vision.image_size: got 'huge'; expected type integer" in (
-        result.stdout + result.stderr
-    )
+    assert message in result.stdout + result.stderr
+    for artifacts in ("data", "features", "models", "results", "logs"):
+        assert not (workdir / artifacts).exists()

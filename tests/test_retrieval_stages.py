@@ -102,9 +102,13 @@ def test_index_fast_slow_and_rerank_evaluate_one_gallery(root, student_checkpoin
     assert fast["i2t"]["n"] == 4
     whole = evaluate_rerank(fast_path=tmp_path / "fast.safetensors",
                             index_path=tmp_path / "fast.faiss",
-                            slow_path=tmp_path / "slow.safetensors", k=99, beta=0.0, **common)
-    # K capped at the gallery; beta = 0 over the whole gallery ranks as Slow alone does
+                            slow_path=tmp_path / "slow.safetensors", k=4, beta=0.0, **common)
+    # beta = 0 over the whole gallery ranks as Slow alone does
     assert whole["k"] == 4 and whole["t2i"]["R@1"] == slow["t2i"]["R@1"]
+    with pytest.raises(ValueError, match="top 5 needs at least 5 gallery images.*holds 4"):
+        evaluate_rerank(fast_path=tmp_path / "fast.safetensors",
+                        index_path=tmp_path / "fast.faiss",
+                        slow_path=tmp_path / "slow.safetensors", k=5, beta=0.0, **common)
     top1 = evaluate_rerank(fast_path=tmp_path / "fast.safetensors",
                            index_path=tmp_path / "fast.faiss",
                            slow_path=tmp_path / "slow.safetensors", k=1, beta=0.5, **common)

@@ -7,7 +7,8 @@ student's input size, so the bank's size is set by that, not by the source files
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,22 +69,48 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float().div_(127.5).sub_(1.0)
 
 
+def image_table(image_manifests: Sequence[str | Path]) -> pl.DataFrame:
+    """(image_id, image_path) of the given ``images`` manifests, first occurrence of each id, in
+    manifest order: the row order of an ImageBank and of a streamed gallery alike."""
+    frames = [read_manifest(p, "images").select("image_id", "image_path") for p in image_manifests]
+    return pl.concat(frames).unique("image_id", keep="first", maintain_order=True)
+
+
+def decode_resized(root: str | Path, rel_path: str, image_id: str, image_size: int) -> np.ndarray:
+    """One image as uint8 [S, S, 3], resized to the student's input size."""
+    try:
+        image = decode_rgb(Path(root) / rel_path)
+    except BadExampleError as exc:
+        raise BadExampleError(f"{exc} (image_id {image_id}); the data rule checked it, so "
+                              "it changed since: re-run the data rule") from exc
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
 def load_image_bank(root: str | Path, image_manifests: Sequence[str | Path], image_size: int,
                     progress: bool = True) -> ImageBank:
     """Decode every image listed in the given ``images`` manifests, resized to ``image_size``."""
-    frames = [read_manifest(p, "images").select("image_id", "image_path") for p in image_manifests]
-    table = pl.concat(frames).unique("image_id", keep="first", maintain_order=True)
+    table = image_table(image_manifests)
     pixels = torch.empty((len(table), 3, image_size, image_size), dtype=torch.uint8)
     rows = zip(table["image_id"], table["image_path"], strict=True)
     for i, (image_id, rel_path) in enumerate(tqdm(rows, total=len(table), unit="img",
                                                   desc="images", disable=not progress)):
-        try:
-            image = decode_rgb(Path(root) / rel_path)
-        except BadExampleError as exc:
-            raise BadExampleError(f"{exc} (image_id {image_id}); the data rule checked it, so "
-                                  "it changed since: re-run the data rule") from exc
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
+        array = decode_resized(root, rel_path, image_id, image_size)
         pixels[i] = torch.from_numpy(array.copy()).permute(2, 0, 1)
     return ImageBank(table["image_id"].to_list(), pixels)
+
+
+def iter_image_batches(root: str | Path, image_manifests: Sequence[str | Path], image_size: int,
+                       batch_size: int, progress: bool = True) -> Iterator[torch.Tensor]:
+    """The images of ``load_image_bank``, in its order, as normalised float batches decoded one
+    batch at a time: memory holds one batch, however many images there are."""
+    table = image_table(image_manifests)
+    with tqdm(total=len(table), unit="img", desc="images", file=sys.stderr, mininterval=10.0,
+              disable=not progress) as bar:
+        for start in range(0, len(table), batch_size):
+            part = table[start:start + batch_size]
+            arrays = [decode_resized(root, rel_path, image_id, image_size) for image_id, rel_path
+                      in zip(part["image_id"], part["image_path"], strict=True)]
+            yield normalise(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous())
+            bar.update(len(part))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import faiss
@@ -19,23 +20,54 @@ from vldistill.io import atomic_output
 
 log = logging.getLogger(__name__)
 
+# Vectors an IVF/PQ index is trained on: faiss wants ~40-256 per list; 1024 lists x 64.
+TRAIN_SIZE = 65_536
+
 
 def build_index(embeddings: np.ndarray, factory: str = "Flat", nprobe: int | None = None
                 ) -> faiss.Index:
     """A faiss index over ``embeddings`` [N, D] (float32, rows L2-normalised) with inner product."""
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"expected embeddings [N, D] with N > 0, got shape {x.shape}")
-    try:
-        index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as error:
-        raise ValueError(f"faiss cannot build index {factory!r}: {error}") from None
-    if not index.is_trained:
-        index.train(x)
-    index.add(x)
+    return build_index_from_batches([embeddings], factory, nprobe)
+
+
+def build_index_from_batches(batches: Iterable[np.ndarray], factory: str = "Flat",
+                             nprobe: int | None = None, train_size: int = TRAIN_SIZE
+                             ) -> faiss.Index:
+    """The same index, fed batch by batch: memory holds one batch and the index itself.
+
+    An index that needs training (IVF, PQ) is trained on the first ``train_size`` vectors (all
+    of them for a smaller gallery), which are kept until then and added after training.
+    """
+    index, held = None, []
+    for batch in batches:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if x.ndim != 2 or len(x) == 0:
+            raise ValueError(f"expected embeddings [N, D] with N > 0, got shape {x.shape}")
+        if index is None:
+            try:
+                index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+            except RuntimeError as error:
+                raise ValueError(f"faiss cannot build index {factory!r}: {error}") from None
+        if index.is_trained:
+            index.add(x)
+            continue
+        held.append(x)
+        if sum(len(h) for h in held) >= train_size:
+            _train_and_add(index, held)
+            held = []
+    if index is None:
+        raise ValueError("expected embeddings [N, D] with N > 0, got no vectors")
+    if held:
+        _train_and_add(index, held)
     if nprobe is not None:
         set_nprobe(index, nprobe)
     return index
+
+
+def _train_and_add(index: faiss.Index, held: list[np.ndarray]) -> None:
+    sample = np.concatenate(held)
+    index.train(sample)
+    index.add(sample)
 
 
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:

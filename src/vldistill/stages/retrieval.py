@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_model
 
-from vldistill.data.images import ImageBank, load_image_bank
+from vldistill.data.images import ImageBank, iter_image_batches, load_image_bank
 from vldistill.data.manifest import manifest_path, read_manifest
 from vldistill.eval.retrieval import median_rank, recall_at_k, retrieval_metrics
 from vldistill.io import atomic_output, canonicalise_safetensors
@@ -31,7 +31,7 @@ from vldistill.models.fast import FastDualEncoder
 from vldistill.models.fusion import DIRECTIONS
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
-from vldistill.retrieval.index import build_index, load_index, save_index, search
+from vldistill.retrieval.index import build_index_from_batches, load_index, save_index, search
 from vldistill.retrieval.losses import KL_DIRECTIONS, info_nce, slow_to_fast_kl
 from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
 from vldistill.seeds import add_seed, checkpoint_seeds, dataset_seeds, merge_seeds
@@ -268,8 +268,12 @@ def retrieval_set(root: str | Path, split: str, captions_per_image: int, image_s
                         torch.tensor(same["images"].to_list()))
 
 
+GALLERY_BATCH = 256
+
+
 @torch.no_grad()
-def embed_gallery(model: FastDualEncoder, bank: ImageBank, batch_size: int = 256) -> torch.Tensor:
+def embed_gallery(model: FastDualEncoder, bank: ImageBank,
+                  batch_size: int = GALLERY_BATCH) -> torch.Tensor:
     rows = torch.arange(len(bank.pixels))
     return torch.cat([model.encode_image(bank.at(rows[i:i + batch_size]))
                       for i in range(0, len(rows), batch_size)])
@@ -287,12 +291,14 @@ def build_gallery_index(*, root: str | Path, fast_path: str | Path, split: str, 
                         nprobe: int | None, out_path: str | Path) -> dict[str, Any]:
     """Embed the split's images with the Fast image tower into a faiss index on disk."""
     model, _ = load_fast(fast_path)
-    bank = load_image_bank(root, [manifest_path(root, split, "images")], model.cfg.image_size)
-    embeddings, seconds = timed(embed_gallery, model, bank)
-    index = build_index(embeddings.numpy(), factory, nprobe)
+    batches = iter_image_batches(root, [manifest_path(root, split, "images")],
+                                 model.cfg.image_size, GALLERY_BATCH)
+    with torch.no_grad():  # streamed: one batch of images in memory, whatever the gallery size
+        embeddings = (model.encode_image(pixels).numpy() for pixels in batches)
+        index, seconds = timed(build_index_from_batches, embeddings, factory, nprobe)
     save_index(index, out_path)
     info = {"gallery": index.ntotal, "dim": index.d, "factory": factory,
-            "embed_seconds": seconds}
+            "build_seconds": seconds}
     log.info("index: %s", info)
     return info
 
