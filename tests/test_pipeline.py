@@ -218,16 +218,16 @@ def test_retrieval_results_for_fast_distilled_slow_and_every_k(tiny_run):
 
 
 def test_every_metrics_file_records_the_seeds_it_depends_on(tiny_run):
+    stage_of = {"vqa": "finetune", "ve": "finetune", "vcr": "finetune", "retrieval": "retrieval",
+                "student": "pretrain"}
     metrics = [*(tiny_run / "models/tiny").rglob("*.json"),
                *(tiny_run / "results/tiny/retrieval").rglob("*.json")]
     assert len(metrics) > 20
     for path in metrics:
         seeds = json.loads(path.read_text())["seeds"]
-        assert seeds["data"] == 0 and seeds["pretrain"] == 0, path  # configs/tiny.yaml: seed 0
-        stage = ("finetune" if "/seed-" in str(path) and "retrieval" not in str(path)
-                 else "retrieval" if "retrieval" in str(path) else None)
-        if stage:
-            assert seeds[stage] == 0, path
+        stage = stage_of[path.relative_to(tiny_run).parts[2]]
+        # configs/tiny.yaml: seed 0 everywhere
+        assert seeds["data"] == seeds["pretrain"] == seeds[stage] == 0, path
 
 
 def test_timings_live_beside_the_table_and_the_data_check_is_recorded(tiny_run):

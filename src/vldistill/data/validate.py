@@ -45,7 +45,7 @@ class Problem:
     table: str
     row: int  # 0-based row of the manifest
     key: str  # the row's id (image_id, question_id, ...)
-    file: str  # the manifest, or the image file for an image that does not decode
+    file: str  # the manifest the row is in (an image problem names its file in the reason)
     reason: str  # "<kind>: <specifics>" or just "<kind>"
 
     @property
