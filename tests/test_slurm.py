@@ -1,4 +1,4 @@
-"""The tiny pipeline on a real SLURM cluster through profiles/slurm (snakemake-executor-plugin-slurm).
+"""The tiny pipeline on a real SLURM cluster through profiles/slurm (the executor plugin).
 
 Needs a reachable cluster (`sinfo` answers): CI starts one on localhost with
 scripts/slurm_local.sh and sets VLDISTILL_REQUIRE_SLURM=1, so there a missing cluster fails
@@ -92,7 +92,7 @@ def slurm_run(repo, tmp_path_factory):
     (workdir / "profiles/slurm-cpu/config.yaml").write_text(yaml.safe_dump(cpu_profile(profile)))
     start = time.perf_counter()
     result = snakemake(workdir, "--workflow-profile", "profiles/slurm-cpu", "--jobs", "4",
-                       "--max-threads", "2", *CLUSTER_ARGS)
+                       "--max-threads", "1", *CLUSTER_ARGS)
     seconds = time.perf_counter() - start
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]

@@ -27,10 +27,11 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
-def setup() -> None:
-    """Join the process group torchrun describes (gloo on CPU, nccl on GPUs); once per process."""
+def setup(device: torch.device) -> None:
+    """Join the process group torchrun describes, once per process: nccl for a model on a GPU,
+    gloo on CPU."""
     if world()[1] > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 def local_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -56,21 +57,22 @@ def average_gradients(model: nn.Module) -> None:
     only some ranks used counts zero on the others.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
-    flat = torch.cat([used, *(p.grad.reshape(-1) if p.grad is not None
-                              else torch.zeros(p.numel(), dtype=p.dtype) for p in params)])
+    device = params[0].device
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    flat = torch.cat([used, *(p.grad.reshape(-1).float() if p.grad is not None
+                              else torch.zeros(p.numel(), device=device) for p in params)])
     dist.all_reduce(flat)
     flat[len(params):] /= world()[1]
     offset = len(params)
     for i, p in enumerate(params):
         grad = flat[offset:offset + p.numel()].view_as(p)
         offset += p.numel()
-        p.grad = grad.clone() if flat[i] > 0 else None
+        p.grad = grad.to(p.dtype).clone() if flat[i] > 0 else None
 
 
-def average_scalars(record: dict[str, float]) -> dict[str, float]:
+def average_scalars(record: dict[str, float], device: torch.device) -> dict[str, float]:
     """The ranks' mean of each logged scalar, so every rank logs the global batch's numbers."""
-    values = torch.tensor(list(record.values()), dtype=torch.float64)
+    values = torch.tensor(list(record.values()), dtype=torch.float64, device=device)
     dist.all_reduce(values)
     return dict(zip(record, (values / world()[1]).tolist(), strict=True))
 
@@ -81,16 +83,14 @@ def barrier() -> None:
 
 
 def processes(resources: Mapping[str, Any]) -> int:
-    """Training processes for a job: one per GPU it was given (`gpu` resource, when CUDA is
-    there), else the `processes` resource (CPU workers), else 1."""
-    gpus = int(resources.get("gpu", 0) or 0)
-    if gpus > 0 and torch.cuda.is_available():
-        return gpus
+    """Training processes for a job: its `processes` resource (default 1). On GPU nodes ask
+    SLURM for as many GPUs (`gpu`) as processes; torchrun gives each its LOCAL_RANK."""
     return max(1, int(resources.get("processes", 1) or 1))
 
 
-def relaunch(script: str, nproc: int) -> bool:
-    """Run ``script`` under torchrun with ``nproc`` workers on this node and wait for them.
+def relaunch(script: str, nproc: int, *args: str) -> bool:
+    """Run ``script`` (with ``args``) under torchrun with ``nproc`` workers on this node and
+    wait for them; a failing worker fails the launcher.
 
     True when this process was the launcher (the workers did the work); False when there is
     nothing to launch (one process, or already a torchrun worker).
@@ -98,5 +98,5 @@ def relaunch(script: str, nproc: int) -> bool:
     if nproc <= 1 or "LOCAL_RANK" in os.environ:
         return False
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={nproc}", script], check=True)
+                    f"--nproc_per_node={nproc}", script, *args], check=True)
     return True
