@@ -90,9 +90,9 @@ def test_a_training_rule_with_two_processes_runs_under_torchrun(tiny_run, tmp_pa
     workdir = tmp_path / "tiny"
     shutil.copytree(tiny_run, workdir, ignore=shutil.ignore_patterns(".snakemake"))
     single = json.loads((tiny_run / "models/tiny/student/pretrained.json").read_text())
-    result = snakemake(workdir, "models/tiny/student/pretrained.json", "--cores", "2",
-                       "--forcerun", "student_pretrain",
-                       "--set-resources", "student_pretrain:processes=2")
+    result = snakemake(workdir, "--cores", "2", "--forcerun", "student_pretrain",
+                       "--set-resources", "student_pretrain:processes=2",
+                       "--", "models/tiny/student/pretrained.json")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (workdir / "logs/tiny/student/pretrain.log").read_text()
     assert "data-parallel over 2 processes (this is rank 1)" in log
