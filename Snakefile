@@ -23,6 +23,20 @@ include: "rules/report.smk"
 include: "rules/targets.smk"
 
 
+# Gathers, reports and named targets: seconds of work, so on a cluster they run on the submitting
+# node instead of waiting in the queue (profiles/slurm).
+localrules:
+    all,
+    data_all,
+    features_all,
+    models_all,
+    indexes_all,
+    teacher_index,
+    finetune_report,
+    retrieval_report,
+    results_table,
+
+
 # The default target: the results table (which needs every fine-tuning job and, when the config
 # has a `retrieval` section, every retrieval result), its plots, and both teacher caches.
 rule all:

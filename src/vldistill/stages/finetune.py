@@ -34,6 +34,7 @@ from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.seeds import add_seed, checkpoint_seeds
 from vldistill.stages.student import clear_states, load_backbone, state_path
 from vldistill.train.distill_step import TeacherFeatures, student_states
+from vldistill.train.distributed import is_main
 from vldistill.train.loop import TrainConfig, train
 from vldistill.train.tasks import (
     TaskData,
@@ -130,6 +131,8 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path,
                                   "start": str(start), "training": training, "mad": mad,
                                   "seed": seed})
     history = train(model, loss_fn, len(data), train_cfg, state, extra_state=schedule)
+    if not is_main():  # under torchrun rank 0 writes the outputs and evaluates
+        return {}
     seeds = add_seed(checkpoint_seeds(start), "finetune", seed)
     save_checkpoint(out_path, model, extra={"task": task, "regime": regime, "method": method,
                                             "seed": seed, "seeds": seeds, "answer_vocab": vocab})

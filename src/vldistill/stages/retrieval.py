@@ -43,6 +43,7 @@ from vldistill.stages.student import (
     state_path,
     write_training_summary,
 )
+from vldistill.train.distributed import is_main
 from vldistill.train.loop import TrainConfig, train
 from vldistill.train.pretrain import CaptionCorpus, caption_batch, caption_vocabulary
 
@@ -159,6 +160,8 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
                                   "temperature": temperature, "distill": distill,
                                   "slow": str(slow_path), "training": training, "seed": seed})
     history = train(model, loss_fn, len(corpus), train_cfg, state)
+    if not is_main():  # under torchrun rank 0 writes the outputs
+        return {}
     seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)
     save_fast(out_path, model, {"temperature": temperature, "distilled": distill is not None,
                                 "seeds": seeds})

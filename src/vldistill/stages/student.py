@@ -27,6 +27,7 @@ from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer
 from vldistill.seeds import add_seed, checkpoint_seeds, dataset_seeds
 from vldistill.train.distill_step import TeacherFeatures, student_states
+from vldistill.train.distributed import is_main
 from vldistill.train.loop import TrainConfig, summarise_history, train
 from vldistill.train.pretrain import (
     CaptionCorpus,
@@ -152,7 +153,9 @@ def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str |
 def finish_student(model: Student, history: list[dict], out_path: str | Path,
                    metrics_path: str | Path, info: dict) -> dict:
     """Save the trained student (``info`` in its metadata), drop its resumable state, and write
-    the training summary."""
+    the training summary. Under torchrun only rank 0 does; the other ranks only helped train."""
+    if not is_main():
+        return {}
     save_checkpoint(out_path, model, extra=info)
     clear_states(out_path)
     return write_training_summary(history, metrics_path, info)

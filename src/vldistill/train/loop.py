@@ -5,6 +5,13 @@ Nothing here depends on iterator state: the examples of step s come from a permu
 negative sampling). So a run killed after its last checkpoint and started again computes the same
 steps with the same numbers as an uninterrupted run (bit-identical on CPU), and the checkpoint
 only needs the model, the optimiser, the scheduler and the step.
+
+Under torchrun (WORLD_SIZE > 1) the same loop is data-parallel: every rank computes the same
+global batch indices, takes its equal slice, and the ranks average their gradients before the
+optimiser step, so for a loss that is a mean over examples the update is the one-process update
+on the same global batch (to float rounding; dropout masks differ). Losses that couple a batch's
+examples (InfoNCE's in-batch negatives) see only the rank's slice. Rank 0 writes the checkpoint;
+every rank resumes from it. One process runs exactly the code path it always did.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vldistill.io import atomic_output
+from vldistill.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +95,11 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
     loss); it is checkpointed and restored with the model so a resumed run stays identical.
     """
     state_path = Path(state_path)
+    rank, world_size = distributed.world()
+    if world_size > 1:
+        distributed.setup(next(model.parameters()).device)
+        distributed.broadcast_parameters(model)
+        log.info("data-parallel over %d processes (this is rank %d)", world_size, rank)
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     # fused: one kernel over all parameters; the 49k-row token embedding made the per-tensor
@@ -114,30 +127,38 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
 
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, unit="step",
-               file=sys.stderr, mininterval=10.0, disable=not progress)
+               file=sys.stderr, mininterval=10.0, disable=not progress or rank > 0)
     for step in bar:
-        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        # one stream per (step, rank): dropout and negatives differ across ranks' slices
+        torch.manual_seed((cfg.seed * 1_000_003 + step) * world_size + rank)
         rows = batch_indices(n_examples, cfg.batch_size, step, cfg.seed)
+        if world_size > 1:
+            rows = distributed.local_rows(rows)
         out = loss_fn(model, rows, step)
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if world_size > 1:
+            distributed.average_gradients(model)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         record = {k: float(torch.as_tensor(v).detach()) for k, v in out.items()
                   if torch.as_tensor(v).numel() == 1}
+        if world_size > 1:
+            record = distributed.average_scalars(record, next(model.parameters()).device)
         history.append({"step": step, "lr": scheduler.get_last_lr()[0], **record})
         bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+        if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             with atomic_output(state_path) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "step": step + 1,
                             "history": history, "config": asdict(cfg),
                             "extra": extra_state.state_dict() if extra_state else None}, tmp)
+    distributed.barrier()  # the final checkpoint is on disk before any rank moves on
     model.eval()
     return history
 

@@ -1,0 +1,104 @@
+"""Data-parallel training: two gloo processes on CPU under torchrun against one process."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import snakemake
+
+from vldistill.train import distributed
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+
+
+def run_worker(out: Path, processes: int, fail_at: int | None = None):
+    out.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, str(WORKER), str(out), str(processes)]
+    if fail_at is not None:
+        args.append(str(fail_at))
+    return subprocess.run(args, capture_output=True, text=True, timeout=300)
+
+
+def results(out: Path) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    history = json.loads((out / "history.json").read_text())
+    return history, torch.load(out / "model.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def one_and_two(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    start = time.perf_counter()
+    for processes in (1, 2):
+        result = run_worker(root / str(processes), processes)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    print(f"one- and two-process runs: {time.perf_counter() - start:.1f} s")
+    return root
+
+
+def test_two_processes_follow_the_one_process_loss_curve(one_and_two):
+    one, one_weights = results(one_and_two / "1")
+    two, two_weights = results(one_and_two / "2")
+    assert [h["step"] for h in two] == list(range(24))
+    assert [h["lr"] for h in two] == pytest.approx([h["lr"] for h in one], rel=1e-12)
+    # same global batches, gradients averaged: equal up to float rounding
+    assert [h["loss"] for h in two] == pytest.approx([h["loss"] for h in one], rel=1e-4)
+    assert sum(h["loss"] for h in two[-6:]) < 0.5 * sum(h["loss"] for h in two[:6])  # it learns
+    for name, weight in one_weights.items():
+        torch.testing.assert_close(two_weights[name], weight, rtol=1e-4, atol=1e-5)
+
+
+def test_a_killed_two_process_run_resumes_to_identical_weights(one_and_two, tmp_path):
+    killed = run_worker(tmp_path, 2, fail_at=13)
+    assert killed.returncode != 0 and "killed at step 13" in killed.stdout + killed.stderr
+    assert (tmp_path / "state.pt").is_file() and not (tmp_path / "history.json").exists()
+    state = torch.load(tmp_path / "state.pt", weights_only=False)
+    assert state["step"] == 12  # the last checkpoint before the kill (every 4 steps)
+    resumed = run_worker(tmp_path, 2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history, weights = results(tmp_path)
+    reference, reference_weights = results(one_and_two / "2")
+    assert history == reference
+    for name, weight in reference_weights.items():
+        assert torch.equal(weights[name], weight), name
+
+
+def test_each_rank_takes_an_equal_slice_of_the_global_batch(monkeypatch):
+    rows = torch.arange(8)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.local_rows(rows).tolist() == [4, 5, 6, 7]
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ValueError, match="does not split over 3"):
+        distributed.local_rows(rows)
+
+
+def test_processes_come_from_the_jobs_resources():
+    assert distributed.processes({}) == 1
+    assert distributed.processes({"processes": 2, "gpu": 2}) == 2
+    assert distributed.processes({"processes": 0}) == 1
+
+
+@pytest.mark.slow
+def test_a_training_rule_with_two_processes_runs_under_torchrun(tiny_run, tmp_path):
+    """The rule's `processes` resource starts torchrun; rank 0 writes the outputs."""
+    workdir = tmp_path / "tiny"
+    shutil.copytree(tiny_run, workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    single = json.loads((tiny_run / "models/tiny/student/pretrained.json").read_text())
+    result = snakemake(workdir, "--cores", "2", "--forcerun", "student_pretrain",
+                       "--set-resources", "student_pretrain:processes=2",
+                       "--", "models/tiny/student/pretrained.json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (workdir / "logs/tiny/student/pretrain.log").read_text()
+    assert "data-parallel over 2 processes (this is rank 1)" in log
+    double = json.loads((workdir / "models/tiny/student/pretrained.json").read_text())
+    assert double["steps"] == single["steps"]
+    # same data, same global batches; the ITM negatives are drawn per rank, so close, not equal
+    first = [h["loss"] for h in (single["history"][0], double["history"][0])]
+    assert first[1] == pytest.approx(first[0], rel=0.2)
+    assert all(math.isfinite(h["loss"]) for h in double["history"])
