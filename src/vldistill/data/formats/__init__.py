@@ -1,0 +1,40 @@
+"""Loaders for real datasets in their official formats, ending in the manifest schema.
+
+Each loader reads official annotation files and returns ``{split: {table: DataFrame}}``
+conforming to ``manifest.SCHEMAS``; ``combine`` merges several loaders' results (images
+deduplicated) and ``write_dataset`` writes every manifest, after which ``validate_dataset``
+checks every example as it does for the synthetic data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vldistill.data.formats.dataset import (
+    Tables,
+    combine,
+    images_in_several_splits,
+    merge_images,
+    write_dataset,
+)
+from vldistill.data.formats.karpathy import KARPATHY_SPLITS, load_karpathy
+from vldistill.data.formats.splits import FormatError, SplitRule, by_image
+
+# Format name -> loader; the integrator selects one per dataset config.
+LOADERS: dict[str, Callable[..., Tables]] = {
+    "karpathy": load_karpathy,
+}
+
+__all__ = [
+    "KARPATHY_SPLITS",
+    "LOADERS",
+    "FormatError",
+    "SplitRule",
+    "Tables",
+    "by_image",
+    "combine",
+    "images_in_several_splits",
+    "load_karpathy",
+    "merge_images",
+    "write_dataset",
+]
