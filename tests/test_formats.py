@@ -12,7 +12,9 @@ from PIL import Image
 
 from vldistill.data.formats import (
     FormatError,
+    by_image,
     load_karpathy,
+    load_vqa_v2,
     write_dataset,
 )
 from vldistill.data.manifest import SCHEMAS, SPLITS, TABLES
@@ -119,3 +121,76 @@ def test_karpathy_user_images(tmp_path: Path) -> None:
     report = validate_dataset(root, skip_bad_examples=False)
     assert report["checked"]["train"]["captions"] == 2
     assert report["checked"]["test_shifted"] == {t: 0 for t in TABLES}
+
+
+def vqa_files(tmp_path: Path, root: Path, subtype: str, image_ids: list[int],
+              questions_per_image: int = 2) -> tuple[Path, Path]:
+    questions, annotations = [], []
+    for image_id in image_ids:
+        jpeg(root / "images" / subtype / f"COCO_{subtype}_{image_id:012d}.jpg")
+        for k in range(questions_per_image):
+            question_id = image_id * 1000 + k
+            questions.append({"image_id": image_id, "question": f"What color is thing {k}?",
+                              "question_id": question_id})
+            raw = ["Red", "red", "red", "dark red", "red", "red", "maroon", "red", "red", "red"]
+            annotations.append({
+                "question_type": "what color is the", "multiple_choice_answer": "red",
+                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+                            for i, a in enumerate(raw)],
+                "image_id": image_id, "answer_type": "other", "question_id": question_id})
+    info = {"description": "fixture", "version": "2.0", "year": 2017}
+    q = write_json(tmp_path / f"v2_OpenEnded_mscoco_{subtype}_questions.json",
+                   {"info": info, "task_type": "Open-Ended", "data_type": "mscoco",
+                    "license": {}, "data_subtype": subtype, "questions": questions})
+    a = write_json(tmp_path / f"v2_mscoco_{subtype}_annotations.json",
+                   {"info": info, "license": {}, "data_subtype": subtype,
+                    "annotations": annotations})
+    return q, a
+
+
+def test_vqa_v2_fields_naming_and_halves(tmp_path: Path) -> None:
+    root = tmp_path / "vqa"
+    val_ids = [42, 73, 74, 133, 136, 139, 164, 192]
+    files = {"train2014": vqa_files(tmp_path, root, "train2014", [9, 25]),
+             "val2014": vqa_files(tmp_path, root, "val2014", val_ids)}
+    tables = load_vqa_v2(files, root, "images")
+    assert_conforms(tables)
+    train = tables["train"]["vqa"].sort("question_id")
+    first = train.row(0, named=True)
+    assert first["image_id"] == "coco-25" and first["question_id"] == "25000"
+    assert first["image_path"] == "images/train2014/COCO_train2014_000000000025.jpg"
+    assert len(first["answers"]) == 10 and first["answers"][0] == "Red"
+    assert (first["question_type"], first["answer_type"]) == ("what color is the", "other")
+    assert first["multiple_choice_answer"] == "red"
+    # val2014 is halved by image: 4 + 4 images, each image's questions on one side only
+    val, test = (set(tables[s]["images"]["image_id"]) for s in ("val", "test"))
+    assert len(val) == len(test) == 4 and not val & test
+    assert val | test == {f"coco-{i}" for i in val_ids}
+    for split in ("val", "test"):
+        assert set(tables[split]["vqa"]["image_id"]) == set(tables[split]["images"]["image_id"])
+        assert tables[split]["vqa"].height == 8
+    # deterministic: the same seed gives the same halves, another seed other halves
+    again = load_vqa_v2(files, root, "images")
+    assert set(again["val"]["images"]["image_id"]) == val
+    other = load_vqa_v2(files, root, "images",
+                        splits={"train2014": "train", "val2014": by_image(seed=7)})
+    assert set(other["val"]["images"]["image_id"]) != val
+
+
+def test_by_image_is_independent_of_order_and_exact() -> None:
+    ids = [f"img{i}" for i in range(101)]
+    rule = by_image(seed=3, parts={"train": 0.8, "val": 0.1, "test": 0.1})
+    forward, backward = rule(ids), rule(list(reversed(ids)))
+    assert forward == backward
+    sizes = {s: sum(1 for v in forward.values() if v == s) for s in ("train", "val", "test")}
+    assert sizes == {"train": 81, "val": 10, "test": 10}
+    with pytest.raises(ValueError, match="sum to 1"):
+        by_image(0, {"val": 0.5})
+
+
+def test_vqa_v2_mismatched_files_fail_naming_the_question(tmp_path: Path) -> None:
+    root = tmp_path / "vqa"
+    q, _ = vqa_files(tmp_path, root, "val2014", [42])
+    _, a = vqa_files(tmp_path / "other", root, "val2014", [73])
+    with pytest.raises(FormatError, match="question_id 42000 has no annotation"):
+        load_vqa_v2({"val2014": (q, a)}, root, "images")

@@ -19,10 +19,12 @@ from vldistill.data.formats.dataset import (
 )
 from vldistill.data.formats.karpathy import KARPATHY_SPLITS, load_karpathy
 from vldistill.data.formats.splits import FormatError, SplitRule, by_image
+from vldistill.data.formats.vqa_v2 import VQA_V2_SPLITS, load_vqa_v2
 
 # Format name -> loader; the integrator selects one per dataset config.
 LOADERS: dict[str, Callable[..., Tables]] = {
     "karpathy": load_karpathy,
+    "vqa_v2": load_vqa_v2,
 }
 
 __all__ = [
@@ -30,11 +32,13 @@ __all__ = [
     "LOADERS",
     "FormatError",
     "SplitRule",
+    "VQA_V2_SPLITS",
     "Tables",
     "by_image",
     "combine",
     "images_in_several_splits",
     "load_karpathy",
+    "load_vqa_v2",
     "merge_images",
     "write_dataset",
 ]
