@@ -13,11 +13,22 @@ from PIL import Image
 from vldistill.data.formats import (
     FormatError,
     by_image,
+    combine,
+    images_in_several_splits,
     load_karpathy,
+    load_snli_ve,
+    load_vcr,
     load_vqa_v2,
     write_dataset,
 )
-from vldistill.data.manifest import SCHEMAS, SPLITS, TABLES
+from vldistill.data.manifest import (
+    SCHEMAS,
+    SPLITS,
+    TABLES,
+    BadExampleError,
+    manifest_path,
+    read_manifest,
+)
 from vldistill.data.validate import validate_dataset
 
 
@@ -194,3 +205,190 @@ def test_vqa_v2_mismatched_files_fail_naming_the_question(tmp_path: Path) -> Non
     _, a = vqa_files(tmp_path / "other", root, "val2014", [73])
     with pytest.raises(FormatError, match="question_id 42000 has no annotation"):
         load_vqa_v2({"val2014": (q, a)}, root, "images")
+
+
+def snli_ve_record(photo: str, pair: str, hypothesis: str, label: str) -> dict:
+    return {"Flickr30K_ID": photo, "Flikr30kID": f"{photo}.jpg", "captionID": f"{photo}.jpg#0",
+            "pairID": pair, "sentence1": "Two dogs run through a field.",
+            "sentence1_binary_parse": "( ... )", "sentence1_parse": "(ROOT ...)",
+            "sentence2": hypothesis, "sentence2_binary_parse": "( ... )",
+            "sentence2_parse": "(ROOT ...)", "annotator_labels": [label], "gold_label": label}
+
+
+@pytest.fixture()
+def snli_ve(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    root = tmp_path / "flickr"
+    for k, photo in enumerate(["2248275918", "1000092795", "3637013", "36979"]):
+        jpeg(root / "flickr30k-images" / f"{photo}.jpg", (32, 24 + k))
+    files = {
+        "train": write_jsonl(tmp_path / "snli_ve_train.jsonl", [
+            snli_ve_record("2248275918", "2248275918.jpg#0r1e", "Animals are outside.",
+                           "entailment"),
+            snli_ve_record("2248275918", "2248275918.jpg#0r1c", "The dogs sleep.",
+                           "contradiction"),
+            snli_ve_record("1000092795", "1000092795.jpg#2r1n", "They are brothers.", "neutral"),
+            snli_ve_record("1000092795", "1000092795.jpg#2r2n", "Nobody agreed here.", "-"),
+        ]),
+        "dev": write_jsonl(tmp_path / "snli_ve_dev.jsonl", [
+            snli_ve_record("3637013", "3637013.jpg#1r1e", "A person is outdoors.", "entailment"),
+        ]),
+        "test": write_jsonl(tmp_path / "snli_ve_test.jsonl", [
+            snli_ve_record("36979", "36979.jpg#0r1n", "The girl is happy.", "neutral"),
+        ]),
+    }
+    return root, files
+
+
+def test_snli_ve_ids_paths_labels(snli_ve) -> None:
+    root, files = snli_ve
+    tables = load_snli_ve(files, root, "flickr30k-images")
+    assert_conforms(tables)
+    train = tables["train"]["ve"]
+    # the '-' (no gold label) pair is left out, the rest keep their official ids and labels
+    assert train["pair_id"].to_list() == ["2248275918.jpg#0r1e", "2248275918.jpg#0r1c",
+                                          "1000092795.jpg#2r1n"]
+    assert train["label"].to_list() == ["entailment", "contradiction", "neutral"]
+    assert train["hypothesis"][0] == "Animals are outside."
+    assert train["image_id"][0] == "flickr30k-2248275918"
+    assert train["image_path"][0] == "flickr30k-images/2248275918.jpg"
+    assert tables["train"]["images"]["image_id"].to_list() == ["flickr30k-1000092795",
+                                                               "flickr30k-2248275918"]
+    assert tables["val"]["ve"]["pair_id"].to_list() == ["3637013.jpg#1r1e"]  # dev -> val
+    assert tables["test"]["images"].row(0, named=True)["height"] == 27
+
+
+def vcr_record(annot: str, img_fn: str, answer_label: int = 1, rationale_label: int = 2) -> dict:
+    objects = ["person", "person", "horse", "dog"]
+    return {
+        "movie": "3015_CHARLIE_ST_CLOUD", "objects": objects, "interesting_scores": [0],
+        "answer_likelihood": "possible", "img_fn": img_fn,
+        "metadata_fn": img_fn.replace(".jpg", ".json"), "answer_orig": "No she does not",
+        "question_orig": "Does 2 feel comfortable?", "rationale_orig": "She is standing stiffly",
+        "question": ["Why", "is", [0], "looking", "at", [2], "?"],
+        "answer_match_iter": [3, 0, 2, 1], "answer_sources": [10, 0, 3, 4],
+        "answer_choices": [
+            [[0], "wants", "to", "ride", [2], "."],
+            [[0, 1], "are", "worried", "about", [3], "."],
+            [[1], "does", "n't", "like", "horses", "."],
+            ["It", "'s", "raining", "(", "hard", ")", "."],
+        ],
+        "answer_label": answer_label,
+        "rationale_choices": [
+            [[0], "is", "smiling", "."],
+            [[0, 1, 3], "stand", "still", "."],
+            [[3], "is", "barking", "at", [2], "."],
+            ["Horses", "are", "big", "."],
+        ],
+        "rationale_label": rationale_label, "rationale_sources": [1, 2, 3, 4],
+        "rationale_match_iter": [0, 1, 2, 3], "img_id": annot.replace("train", "img"),
+        "question_number": 1, "annot_id": annot, "match_fold": "train-0",
+        "match_index": 0,
+    }
+
+
+@pytest.fixture()
+def vcr(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    root = tmp_path / "vcr"
+    fns = [f"lsmdc_3015_CHARLIE_ST_CLOUD/3015_CHARLIE_ST_CLOUD_00.23.5{k}.935@0.jpg"
+           for k in range(6)]
+    for fn in fns:
+        jpeg(root / "vcr1images" / fn)
+    files = {
+        "train": write_jsonl(tmp_path / "train.jsonl", [vcr_record("train-0", fns[0]),
+                                                        vcr_record("train-1", fns[0], 0, 3)]),
+        "val": write_jsonl(tmp_path / "val.jsonl",
+                           [vcr_record(f"val-{k}", fn) for k, fn in enumerate(fns[1:] * 2)]),
+    }
+    return root, files
+
+
+def test_vcr_rendering_ids_and_halves(vcr) -> None:
+    root, files = vcr
+    tables = load_vcr(files, root, "vcr1images")
+    assert_conforms(tables)
+    item = tables["train"]["vcr"].row(0, named=True)
+    assert item["item_id"] == "train-0"
+    assert item["image_id"] == ("vcr-lsmdc_3015_CHARLIE_ST_CLOUD/"
+                                "3015_CHARLIE_ST_CLOUD_00.23.50.935@0")
+    assert item["image_path"] == ("vcr1images/lsmdc_3015_CHARLIE_ST_CLOUD/"
+                                  "3015_CHARLIE_ST_CLOUD_00.23.50.935@0.jpg")
+    assert item["question"] == "Why is person1 looking at horse3?"
+    assert item["answers"] == ["person1 wants to ride horse3.",
+                               "person1 and person2 are worried about dog4.",
+                               "person2 doesn't like horses.",
+                               "It's raining (hard)."]
+    assert item["rationales"][1] == "person1, person2 and dog4 stand still."
+    assert (item["answer_label"], item["rationale_label"]) == (1, 2)
+    assert tables["train"]["vcr"]["answer_label"].to_list() == [1, 0]
+    # val is halved by image: 5 images -> 2 + 3 (rounded), each image's items on one side
+    val, test = (set(tables[s]["images"]["image_id"]) for s in ("val", "test"))
+    assert sorted([len(val), len(test)]) == [2, 3] and not val & test
+    assert set(tables["val"]["vcr"]["image_id"]) == val
+    assert tables["val"]["vcr"].height + tables["test"]["vcr"].height == 10
+
+
+def test_vcr_test_file_without_labels_and_bad_reference_fail(vcr, tmp_path: Path) -> None:
+    root, files = vcr
+    unlabelled = vcr_record("test-0", "a/b.jpg")
+    del unlabelled["answer_label"], unlabelled["rationale_label"]
+    test_file = write_jsonl(tmp_path / "test.jsonl", [unlabelled])
+    with pytest.raises(FormatError, match="test labels are hidden"):
+        load_vcr({"test": test_file}, root, "vcr1images", splits={"test": "test"})
+    broken = vcr_record("train-9", "a/b.jpg")
+    broken["question"] = ["Why", "is", [7], "here", "?"]
+    with pytest.raises(FormatError, match=r"record 0 question: object reference \[7\]"):
+        load_vcr({"train": write_jsonl(tmp_path / "bad.jsonl", [broken])}, root, "vcr1images")
+
+
+def test_combined_dataset_validates_and_writes_every_file(coco, tmp_path: Path) -> None:
+    root, karpathy_json = coco
+    # VQA v2 questions on two of the same COCO images: shared image rows, not duplicated
+    files = {"val2014": vqa_files(tmp_path, root, "val2014", [391895, 318219])}
+    captions = load_karpathy(karpathy_json, root, "images")
+    vqa = load_vqa_v2(files, root, "images", splits={"val2014": "test"})
+    tables = combine(captions, vqa)
+    assert tables["test"]["images"]["image_id"].to_list() == ["coco-318219", "coco-391895"]
+    assert tables["test"]["vqa"].height == 4 and tables["test"]["captions"].height == 2
+    assert images_in_several_splits(tables) == {"coco-318219": ["val", "test"]}
+    counts = write_dataset(root, tables)
+    for split in SPLITS:
+        for table in TABLES:
+            path = manifest_path(root, split, table)
+            assert read_manifest(path, table).height == counts[split][table]
+    assert counts["test_shifted"] == {t: 0 for t in TABLES} and counts["val"]["vqa"] == 0
+    report = validate_dataset(root, skip_bad_examples=False)
+    assert sum(n for split in report["skipped"].values() for n in split.values()) == 0
+
+
+def test_same_image_with_two_paths_is_an_error(coco, tmp_path: Path) -> None:
+    root, karpathy_json = coco
+    files = {"val2014": vqa_files(tmp_path, root, "val2014", [391895])}
+    captions = load_karpathy(karpathy_json, root, "images")
+    vqa = load_vqa_v2(files, root, "elsewhere", splits={"val2014": "test"})
+    with pytest.raises(ValueError, match="'coco-391895' has different paths"):
+        combine(captions, vqa)
+
+
+def test_broken_image_and_empty_hypothesis(snli_ve, tmp_path: Path) -> None:
+    root, files = snli_ve
+    broken = root / "flickr30k-images" / "1000092795.jpg"
+    broken.write_bytes(broken.read_bytes()[:40])  # a truncated download
+    records = [json.loads(line) for line in files["dev"].read_text().splitlines()]
+    records.append(snli_ve_record("3637013", "3637013.jpg#1r2n", "  ", "neutral"))
+    write_jsonl(files["dev"], records)
+    tables = load_snli_ve(files, root, "flickr30k-images")
+    assert tables["train"]["images"].filter(
+        pl.col("image_id") == "flickr30k-1000092795")["width"].to_list() == [0]
+    write_dataset(root, tables)
+    with pytest.raises(BadExampleError) as failure:
+        validate_dataset(root, skip_bad_examples=False)
+    message = str(failure.value)
+    assert "1000092795.jpg" in message and "image does not decode" in message
+    assert f"{manifest_path(root, 'val', 've')} row 1 (3637013.jpg#1r2n): empty hypothesis" in (
+        message)
+    report = validate_dataset(root, skip_bad_examples=True)
+    assert report["skipped"]["train"] == {"images": 1, "captions": 0, "vqa": 0, "ve": 1, "vcr": 0}
+    assert report["skipped"]["val"]["ve"] == 1
+    assert read_manifest(manifest_path(root, "train", "ve"), "ve")["pair_id"].to_list() == [
+        "2248275918.jpg#0r1e", "2248275918.jpg#0r1c"]
+    validate_dataset(root, skip_bad_examples=False)  # clean after the drop

@@ -85,7 +85,7 @@ def combine(*loaded: Tables) -> Tables:
     """Several loaders' results as one dataset: task rows concatenated, images deduplicated."""
     out: Tables = {}
     for split in SPLITS:
-        parts = [tables for tables in loaded if split in tables]
+        parts = [tables[split] for tables in loaded if split in tables]
         if not parts:
             continue
         out[split] = {}
