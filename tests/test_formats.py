@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 from vldistill.data.formats import (
+    DEFAULT_SPLITS,
+    LOADERS,
     FormatError,
     by_image,
     combine,
@@ -392,3 +394,20 @@ def test_broken_image_and_empty_hypothesis(snli_ve, tmp_path: Path) -> None:
     assert read_manifest(manifest_path(root, "train", "ve"), "ve")["pair_id"].to_list() == [
         "2248275918.jpg#0r1e", "2248275918.jpg#0r1c"]
     validate_dataset(root, skip_bad_examples=False)  # clean after the drop
+
+
+def test_vqa_v2_without_multiple_choice_answer_takes_the_normalised_majority(tmp_path: Path
+                                                                             ) -> None:
+    root = tmp_path / "vqa"
+    q, a = vqa_files(tmp_path, root, "val2014", [42], questions_per_image=1)
+    data = json.loads(a.read_text())
+    del data["annotations"][0]["multiple_choice_answer"]
+    answers = ["Two", "2", "two.", "3", "three", "3", "2", "4", "two", "3"]
+    data["annotations"][0]["answers"] = [{"answer": x, "answer_confidence": "maybe",
+                                          "answer_id": i + 1} for i, x in enumerate(answers)]
+    write_json(a, data)
+    row = load_vqa_v2({"val2014": (q, a)}, root, "images",
+                      splits={"val2014": "val"})["val"]["vqa"].row(0, named=True)
+    assert row["multiple_choice_answer"] == "2"  # "Two", "2", "two.", "2", "two" -> 5 votes
+    assert row["answers"] == answers  # the raw annotator strings stay as written
+    assert set(LOADERS) == set(DEFAULT_SPLITS) == {"karpathy", "vqa_v2", "snli_ve", "vcr"}
