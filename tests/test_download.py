@@ -10,6 +10,7 @@ import json
 import random
 import re
 import shutil
+import sys
 import tarfile
 import threading
 import time
@@ -21,6 +22,7 @@ import pytest
 import yaml
 from conftest import WORKFLOW_FILES, snakemake
 
+from vldistill.config import ConfigError, check_config, load_schema
 from vldistill.data.download import (
     ChecksumError,
     DownloadError,
@@ -47,6 +49,7 @@ class Served:
     failures: int = 0  # answer 503 to this many requests first
     down_after: int | None = None  # answer 503 to every request after this many
     ignore_range: bool = False  # always answer 200 with the whole file
+    misrange: int = 0  # answer this many Range requests with 206 from byte 0 (a broken server)
     stall_s: float = 0.0  # wait this long before answering ...
     stalls: int = 0  # ... on this many requests
     ranges: list[str | None] = field(default_factory=list)  # each request's Range header
@@ -79,6 +82,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
         if match and not served.ignore_range:
             start = int(match.group(1))
+            if served.misrange:
+                served.misrange -= 1
+                start = 0
             if start >= len(data):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
@@ -109,6 +115,11 @@ class _Server(http.server.ThreadingHTTPServer):
     def add(self, name: str, data: bytes = PAYLOAD, **behaviour: object) -> str:
         self.files[name] = Served(data, **behaviour)  # type: ignore[arg-type]
         return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # a client that timed out and hung up is part of the test, not a server error
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @pytest.fixture()
@@ -208,6 +219,14 @@ def test_a_server_that_ignores_range_restarts_cleanly_from_zero(server, tmp_path
     dest = fetch(url, tmp_path / "a.bin", DIGEST, **FAST)
     assert dest.read_bytes() == PAYLOAD  # not 100 kB of prefix followed by the whole file
     assert server.files["a.bin"].ranges == [None, "bytes=100000-"]
+
+
+def test_a_206_for_the_wrong_bytes_discards_the_part_and_restarts(server, tmp_path):
+    url = server.add("a.bin", misrange=1)
+    (tmp_path / "a.bin.part").write_bytes(PAYLOAD[:1000])
+    fetch(url, tmp_path / "a.bin", DIGEST, **FAST)
+    assert (tmp_path / "a.bin").read_bytes() == PAYLOAD
+    assert server.files["a.bin"].ranges == ["bytes=1000-", None]
 
 
 def test_503_is_retried_with_backoff_until_it_succeeds(server, tmp_path):
@@ -414,6 +433,30 @@ def test_placed_gated_data_is_summarised(tmp_path):
     linked = tmp_path / "linked"
     linked.symlink_to(where)  # a symlink to an existing copy is as good as the copy
     assert check_placed(linked, "x", REQUEST)["files"] == 2
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+def test_the_schema_accepts_downloads_and_manual_entries_and_names_bad_keys(repo):
+    schema = load_schema(repo / "schemas" / "config.schema.yaml")
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    check_config({**config, "downloads": {"ann.zip": {
+        "url": "https://example.org/ann.zip", "sha256": DIGEST, "extract": True}},
+        "manual": {"vcr": {"path": "data/vcr/raw/images", "what": "VCR images",
+                           "request": REQUEST, "min_files": 10}}}, schema)
+    with pytest.raises(ConfigError) as info:
+        check_config({**config, "downloads": {
+            "bad name": {"url": "https://example.org/a", "sha256": DIGEST},
+            "a.zip": {"url": "example.org/a.zip", "sha256": "abc", "unzip": True}},
+            "manual": {"vcr": {"path": "x", "what": "VCR images"}}}, schema)
+    message = str(info.value)
+    assert "downloads: got 'bad name'" in message
+    assert "downloads.a.zip: unknown key(s) ['unzip']" in message
+    assert "downloads.a.zip.sha256: got 'abc'; expected the file's sha256: 64 hex digits" \
+        in message
+    assert "downloads.a.zip.url: got 'example.org/a.zip'" in message
+    assert "manual.vcr: 'request' is a required property" in message
 
 
 # --- the rules ----------------------------------------------------------------------------------
