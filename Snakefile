@@ -14,6 +14,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/download.smk"
 include: "rules/data.smk"
 include: "rules/teacher.smk"
 include: "rules/student.smk"
@@ -24,9 +25,12 @@ include: "rules/targets.smk"
 
 
 # Gathers, reports and named targets: seconds of work, so on a cluster they run on the submitting
-# node instead of waiting in the queue (profiles/slurm).
+# node instead of waiting in the queue (profiles/slurm). Downloads too: compute nodes often have no
+# route to the internet.
 localrules:
     all,
+    download,
+    check_manual,
     data_all,
     features_all,
     models_all,
