@@ -1,27 +1,71 @@
 # Stage 1: the dataset. Every source ends in the same manifests (src/vldistill/data/manifest.py).
 
 
-rule data_synthetic:
-    """Generate the seeded synthetic scenes benchmark (images, captions, VQA, VE, VCR), then
-    check every example like any other source's."""
-    output:
-        manifests=manifests(),
-        images=directory("data/{dataset}/images"),
-        summary="data/{dataset}/summary.json",
-        validation="data/{dataset}/validation.json",
-    params:
-        synthetic=config.get("synthetic"),
-        seed=config["seed"],
-        skip_bad_examples=config["dataset"]["skip_bad_examples"],
-    log:
-        "logs/{dataset}/data_synthetic.log",
-    benchmark:
-        "benchmarks/runs/{dataset}/data_synthetic.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    script:
-        "../scripts/data_synthetic.py"
+SOURCE = config["dataset"]["source"]
+
+
+def raw_inputs(wildcards):
+    """What a real dataset is read from: every download (extracted when asked) and every
+    hand-placed folder's check, so the data rule runs after them."""
+    downloads = config.get("downloads") or {}
+    return [
+        *(f"data/{wildcards.dataset}/raw/{name}" + (".d" if entry.get("extract") else "")
+          for name, entry in downloads.items()),
+        *(f"data/{wildcards.dataset}/raw/{name}.placed.json" for name in config.get("manual") or {}),
+    ]
+
+
+if SOURCE == "files":
+
+    rule data_files:
+        """A real dataset: link its image folders, read each source in its official format
+        (Karpathy captions json, VQA v2, SNLI-VE, VCR), write the manifests, check every example."""
+        input:
+            raw_inputs,
+        output:
+            manifests=manifests(),
+            images=directory("data/{dataset}/images"),
+            summary="data/{dataset}/summary.json",
+            validation="data/{dataset}/validation.json",
+        params:
+            sources=config.get("sources"),
+            image_roots=config.get("image_roots"),
+            seed=config["seed"],
+            skip_bad_examples=config["dataset"]["skip_bad_examples"],
+        log:
+            "logs/{dataset}/data_files.log",
+        benchmark:
+            "benchmarks/runs/{dataset}/data_files.tsv"
+        resources:
+            mem_mb=8000,
+            runtime=120,
+        script:
+            "../scripts/data_files.py"
+
+
+if SOURCE == "synthetic":
+
+    rule data_synthetic:
+        """Generate the seeded synthetic scenes benchmark (images, captions, VQA, VE, VCR), then
+        check every example like any other source's."""
+        output:
+            manifests=manifests(),
+            images=directory("data/{dataset}/images"),
+            summary="data/{dataset}/summary.json",
+            validation="data/{dataset}/validation.json",
+        params:
+            synthetic=config.get("synthetic"),
+            seed=config["seed"],
+            skip_bad_examples=config["dataset"]["skip_bad_examples"],
+        log:
+            "logs/{dataset}/data_synthetic.log",
+        benchmark:
+            "benchmarks/runs/{dataset}/data_synthetic.tsv"
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        script:
+            "../scripts/data_synthetic.py"
 
 
 rule text_corpus:

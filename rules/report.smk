@@ -23,13 +23,14 @@ rule finetune_report:
 
 def table_summaries(dataset=DATASET):
     """The seed summaries the results table gathers: fine-tuning, and retrieval when enabled."""
-    summaries = [f"results/{dataset}/finetune_summary.csv"]
+    summaries = [f"results/{dataset}/finetune_summary.csv"] if FINETUNE["tasks"] else []
     if RETRIEVAL:
         summaries.append(f"results/{dataset}/retrieval_summary.csv")
     return summaries
 
 
-PLOTS = ["lowshot", *(["recall_vs_k", "accuracy_vs_latency"] if RETRIEVAL else [])]
+PLOTS = [*(["lowshot"] if FINETUNE["tasks"] else []),
+         *(["recall_vs_k", "accuracy_vs_latency"] if RETRIEVAL else [])]
 
 
 rule results_table:

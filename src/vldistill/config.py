@@ -65,6 +65,18 @@ def semantic_errors(config: dict) -> list[str]:
                 "synthetic.min_objects: must not exceed synthetic.max_objects "
                 f"({synthetic.get('min_objects')} > {synthetic.get('max_objects')})"
             )
+    if config.get("dataset", {}).get("source") == "files":
+        for key in ("sources", "image_roots"):
+            if not config.get(key):
+                problems.append(f"{key}: required when dataset.source is 'files' (README, "
+                                "'Real datasets')")
+        roots = set(config.get("image_roots") or {})
+        for i, source in enumerate(config.get("sources") or []):
+            if source.get("images") not in roots:
+                problems.append(f"sources[{i}].images: {source.get('images')!r} is not one of "
+                                f"the image_roots {sorted(roots)}")
+    if not config.get("finetune", {}).get("tasks") and not config.get("retrieval"):
+        problems.append("finetune.tasks: empty and no retrieval section: nothing to evaluate")
     for modality in ("vision", "text"):
         teacher = config.get("teachers", {}).get(modality, {})
         if teacher.get("name") == "open_clip" and not teacher.get("model"):

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
+from vldistill.data.formats import (
+    DEFAULT_SPLITS,
+    LOADERS,
+    SplitRule,
+    Tables,
+    by_image,
+    combine,
+    images_in_several_splits,
+    write_dataset,
+)
+from vldistill.data.image_roots import link_image_roots, resolve
 from vldistill.data.manifest import (
     SPLITS,
     TASKS,
@@ -19,10 +33,62 @@ from vldistill.data.synthetic import SyntheticConfig, generate
 from vldistill.data.validate import validate_dataset
 from vldistill.io import atomic_output, write_json
 
+log = logging.getLogger(__name__)
+
 
 def make_synthetic(params: dict, seed: int, root: str | Path, summary_path: str | Path) -> dict:
     """Generate the synthetic scenes benchmark under ``root`` and write a JSON summary."""
     summary = generate(SyntheticConfig.from_dict(params), root, seed=seed)
+    write_json(summary, summary_path)
+    return summary
+
+
+def split_rules(splits: dict[str, Any] | None, fmt: str, seed: int) -> dict[str, SplitRule]:
+    """A source's ``splits`` from config: official split -> our split, null (dropped) or
+    {split: fraction} (cut by image, seeded); without it the format's default mapping."""
+    if splits is None:
+        return DEFAULT_SPLITS[fmt]
+    return {official: by_image(seed, rule) if isinstance(rule, dict) else rule
+            for official, rule in splits.items()}
+
+
+def load_source(source: dict[str, Any], root: Path, seed: int) -> Tables:
+    """One configured source (format, annotations, images, splits) read by its loader."""
+    fmt, annotations = source["format"], source["annotations"]
+    image_dir = Path("images") / source["images"]
+    rules = split_rules(source.get("splits"), fmt, seed)
+    if fmt == "karpathy":
+        if not isinstance(annotations, str):
+            raise ValueError("sources[].annotations: a karpathy source takes one json file")
+        return LOADERS[fmt](resolve(root, annotations), root, image_dir, splits=rules)
+    if not isinstance(annotations, dict):
+        raise ValueError(f"sources[].annotations: a {fmt} source takes {{official split: file}}")
+    files = {official: (tuple(resolve(root, p) for p in path) if isinstance(path, list)
+                        else resolve(root, path))
+             for official, path in annotations.items()}
+    return LOADERS[fmt](files, root, image_dir, splits=rules)
+
+
+def make_from_sources(sources: Sequence[dict[str, Any]], image_roots: dict[str, list[str]],
+                      seed: int, root: str | Path, summary_path: str | Path) -> dict:
+    """A real dataset: link its image folders, read every source in its official format and
+    write the manifests; the summary records counts and images shared between splits."""
+    start = time.perf_counter()
+    root = Path(root)
+    unknown = sorted({s["images"] for s in sources} - set(image_roots))
+    if unknown:
+        raise ValueError(f"sources[].images names {unknown}, which image_roots does not define")
+    linked = link_image_roots(root, image_roots)
+    tables = combine(*(load_source(source, root, seed) for source in sources))
+    counts = write_dataset(root, tables)
+    shared = images_in_several_splits(tables)
+    if shared:
+        # e.g. a Karpathy train image whose VQA v2 questions fell into test: reported, as papers do
+        log.warning("%d image(s) appear in more than one split, e.g. %s", len(shared),
+                    dict(list(shared.items())[:3]))
+    summary = {"seed": seed, "sources": [s["format"] for s in sources], "image_roots": linked,
+               "counts": counts, "images_in_several_splits": len(shared),
+               "seconds": round(time.perf_counter() - start, 3)}
     write_json(summary, summary_path)
     return summary
 

@@ -140,6 +140,9 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path,
 
     results = {}
     for split in EVAL_SPLITS:
+        if frames[split].is_empty():  # e.g. a real dataset without a shifted test set
+            log.info("%s: no %s examples; not evaluated", split, task)
+            continue
         eval_data = build_task_data(task, frames[split], bank, tokenizer, answer_vocab=vocab)
         results[split] = evaluate(model, eval_data, bank)
         if task == "vqa":

@@ -1,0 +1,91 @@
+"""A real-format dataset through the whole DAG: a tiny COCO (Karpathy captions + VQA v2, zipped
+as the official archives) downloaded from a local server, verified, extracted, read in its
+official formats, with open_clip teachers (random weights: nothing can be fetched here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+import yaml
+from coco_fixture import build, overlay, serve
+from conftest import WORKFLOW_FILES, snakemake
+
+COUNTS = {"train": 16, "val": 4, "test": 6}
+OPEN_CLIP = {"name": "open_clip", "model": "ViT-S-32", "pretrained": None}
+
+
+@pytest.fixture(scope="module")
+def coco_run(repo, tmp_path_factory):
+    served = tmp_path_factory.mktemp("served")
+    digests = build(served, COUNTS)
+    workdir = tmp_path_factory.mktemp("coco")
+    for name in WORKFLOW_FILES:
+        source = repo / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    with serve(served) as url:
+        config = overlay(url, digests)
+        config["teachers"] = {"vision": {**OPEN_CLIP, "image_size": 64, "batch_size": 8},
+                              "text": {**OPEN_CLIP, "max_length": 24, "batch_size": 32}}
+        config["finetune"] = {"tasks": ["vqa"]}
+        config["retrieval"] = {"max_queries": None, "rerank": {"ks": [1, 4]}}
+        (workdir / "coco.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        result = snakemake(workdir, "--cores", "2", overrides=("coco.yaml",))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir, digests
+
+
+@pytest.mark.slow
+def test_the_tiny_coco_runs_through_every_stage(coco_run):
+    workdir, _ = coco_run
+    table = pl.read_csv(workdir / "results/table.csv")
+    assert set(table["task"]) == {"vqa", "retrieval"}
+    vqa = table.filter(pl.col("task") == "vqa")
+    # no shifted test set in this dataset: only the source test split is evaluated
+    assert set(vqa["split"]) == {"test"} and (vqa["n"] > 0).all()
+    assert set(vqa["method"]) == {"baseline", "mad"}
+    models = set(table.filter(pl.col("task") == "retrieval")["method"])
+    assert {"fast", "fast_distilled", "slow", "rerank_k1", "rerank_k4"} <= models
+    index = json.loads((workdir / "features/tiny-coco/vision-open_clip/index.json").read_text())
+    assert index["n"] == COUNTS["train"] and index["grid"] == [2, 2]  # ViT-S-32 at 64 px
+
+
+@pytest.mark.slow
+def test_downloads_are_verified_and_the_official_formats_read(coco_run):
+    workdir, digests = coco_run
+    root = workdir / "data/tiny-coco"
+    for archive in digests:
+        assert (root / "raw" / archive).is_file() and (root / "raw" / f"{archive}.d").is_dir()
+        assert not (root / "raw" / f"{archive}.part").exists()
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["sources"] == ["karpathy", "vqa_v2"]
+    assert summary["image_roots"] == {"coco": 2}  # train2014/ and val2014/
+    counts = summary["counts"]
+    assert counts["train"]["captions"] == COUNTS["train"] * 5
+    assert counts["test_shifted"] == dict.fromkeys(counts["test_shifted"], 0)
+    # VQA v2's val2014 is cut by image into val and test; no image is in both
+    val = set(pl.read_parquet(root / "manifest/val/vqa.parquet")["image_id"])
+    test = set(pl.read_parquet(root / "manifest/test/vqa.parquet")["image_id"])
+    assert val and test and not val & test
+    first = pl.read_parquet(root / "manifest/train/images.parquet").row(0, named=True)
+    assert first["image_id"].startswith("coco-") and first["width"] == 64
+    assert (root / first["image_path"]).is_file()  # through the linked image root
+    report = json.loads((root / "validation.json").read_text())
+    assert report["reasons"] == {}
+
+
+@pytest.mark.parametrize("name", ["coco", "flickr30k", "vqav2", "snli_ve", "vcr"])
+def test_each_real_config_shows_the_full_dag(repo, name):
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "results/table.csv", "--configfile",
+         f"configs/{name}.yaml"],
+        cwd=repo, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for rule in ("data_files", "teacher_shard", "student_pretrain", "student_mad",
+                 "results_table"):
+        assert f"rule {rule}:" in output or f"\n{rule} " in output, (rule, output[-2000:])
