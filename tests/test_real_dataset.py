@@ -89,3 +89,16 @@ def test_each_real_config_shows_the_full_dag(repo, name):
     for rule in ("data_files", "teacher_shard", "student_pretrain", "student_mad",
                  "results_table"):
         assert f"rule {rule}:" in output or f"\n{rule} " in output, (rule, output[-2000:])
+
+
+REAL_CONFIGS = ["coco", "flickr30k", "vqav2", "snli_ve", "vcr"]
+SHARED = ("teachers", "features", "student", "pretrain", "mad")
+
+
+def test_the_real_configs_share_one_base_model_setting(repo):
+    configs = {n: yaml.safe_load((repo / f"configs/{n}.yaml").read_text()) for n in REAL_CONFIGS}
+    first = configs[REAL_CONFIGS[0]]
+    for name, config in configs.items():
+        assert {k: config[k] for k in SHARED} == {k: first[k] for k in SHARED}, name
+        for entry in (config.get("downloads") or {}).values():  # every public file checksummed
+            assert len(entry["sha256"]) == 64
