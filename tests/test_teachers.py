@@ -236,6 +236,16 @@ def test_open_clip_missing_pretrained_weights_name_model_and_cache(tiny_clip, tm
         create_vision_teacher(VisionTeacherConfig(name="open_clip", model="No-Such-ViT"))
 
 
+def test_open_clip_hub_weights_offline_say_what_to_fetch(tmp_path, monkeypatch):
+    """The real configs' teacher with an empty cache and no network: the error names the hub
+    repository to pre-download."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    cfg = TextTeacherConfig(name="open_clip", model="ViT-B-32", pretrained="laion2b_s34b_b79k")
+    with pytest.raises(RuntimeError, match=r"hf download laion/CLIP-ViT-B-32-laion2B-s34B-b79K"):
+        create_text_teacher(cfg)
+
+
 # configs -------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ pooling, and causal text transformers (the CLIP family). Others raise ValueError
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -44,10 +45,20 @@ def _load_error(model: str, pretrained: str, exc: Exception) -> RuntimeError:
         f"open_clip could not load pretrained weights {pretrained!r} for {model!r}: {exc}. "
         f"Without internet the weights must already be cached where open_clip looks: the Hugging "
         f"Face hub cache ({hf_home}/hub) for hub-hosted tags, ~/.cache/clip for URL tags. "
-        f"Pre-download them on a machine with internet with "
-        f"open_clip.create_model({model!r}, pretrained={pretrained!r}) and copy the cache over, "
-        f"or set 'pretrained' to a local checkpoint file."
+        f"Pre-download them on a machine with internet with {_fetch_hint(model, pretrained)} "
+        f"and copy the cache over, or set 'pretrained' to a local checkpoint file."
     )
+
+
+def _fetch_hint(model: str, pretrained: str) -> str:
+    """The command that fills the cache for this model and tag."""
+    import open_clip
+
+    with contextlib.suppress(Exception):  # an unknown tag has no registry entry
+        repo = (open_clip.get_pretrained_cfg(model, pretrained) or {}).get("hf_hub", "")
+        if repo:
+            return f"`hf download {repo.rstrip('/')}`"
+    return f"open_clip.create_model({model!r}, pretrained={pretrained!r})"
 
 
 def _create(model: str, pretrained: str | None, device: str, **kwargs: Any):
