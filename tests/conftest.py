@@ -22,6 +22,15 @@ WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "co
                   "report")
 
 
+def copy_workflow(workdir: Path, files: tuple[str, ...] = WORKFLOW_FILES) -> Path:
+    """A fresh copy of the workflow (not its artifacts) to run Snakemake in; returns ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    return workdir
+
+
 def snakemake(
     workdir: Path, *args: str, overrides: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
@@ -35,13 +44,7 @@ def snakemake(
 @pytest.fixture(scope="session")
 def tiny_run(repo, tmp_path_factory):
     """The whole DAG on configs/tiny.yaml, run once per session through the Snakemake CLI."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        if source.is_dir():
-            shutil.copytree(source, workdir / name)
-        else:
-            shutil.copy(source, workdir / name)
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny"))
     result = snakemake(workdir, "--cores", "2")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return workdir

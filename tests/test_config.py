@@ -1,11 +1,11 @@
 import copy
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_workflow
 
 from vldistill.config import ConfigError, check_config, load_schema
 
@@ -112,11 +112,7 @@ def test_impossible_config_is_rejected_naming_the_key(schema, default, override,
                          ids=["rerank-k", "lowshot-0"])
 def test_bad_config_fails_before_any_job_runs(repo, tmp_path, override, message):
     """Snakemake itself refuses the config (a real run, not a dry run) and nothing is created."""
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    for name in ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "report"):
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    workdir = copy_workflow(tmp_path / "work")
     (workdir / "bad.yaml").write_text(override + "\n")
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "bad.yaml"],

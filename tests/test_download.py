@@ -9,7 +9,6 @@ import io
 import json
 import random
 import re
-import shutil
 import sys
 import tarfile
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import WORKFLOW_FILES, snakemake
+from conftest import copy_workflow, snakemake
 
 from vldistill.config import ConfigError, check_config, load_schema
 from vldistill.data.download import (
@@ -464,15 +463,7 @@ def test_the_schema_accepts_downloads_and_manual_entries_and_names_bad_keys(repo
 
 @pytest.fixture()
 def workflow(repo, tmp_path):
-    workdir = tmp_path / "wf"
-    workdir.mkdir()
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        if source.is_dir():
-            shutil.copytree(source, workdir / name)
-        else:
-            shutil.copy(source, workdir / name)
-    return workdir
+    return copy_workflow(tmp_path / "wf")
 
 
 def overlay(workdir: Path, config: dict) -> str:

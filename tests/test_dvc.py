@@ -4,14 +4,13 @@ that Snakemake has nothing left to do."""
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import WORKFLOW_FILES
+from conftest import WORKFLOW_FILES, copy_workflow
 from snakemake.utils import update_config
 
 PROJECT_FILES = (*WORKFLOW_FILES, "src", "dvc.yaml", ".gitignore", ".dvcignore", "Makefile")
@@ -45,11 +44,7 @@ def make_recipe(makefile: Path, target: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def project(repo, tmp_path_factory) -> Path:
     """A git + DVC project of this repository whose config.yaml is the tiny config."""
-    root = tmp_path_factory.mktemp("dvc") / "project"
-    root.mkdir()
-    for name in PROJECT_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    root = copy_workflow(tmp_path_factory.mktemp("dvc") / "project", PROJECT_FILES)
     config = yaml.safe_load((repo / "config.yaml").read_text())
     update_config(config, yaml.safe_load((repo / "configs/tiny.yaml").read_text()))
     (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORKFLOW_FILES, snakemake
+from conftest import copy_workflow, snakemake
 
 TRAIN_SCRIPT = """
 import logging, sys, time, torch
@@ -157,23 +157,12 @@ def test_a_pipeline_killed_mid_training_completes_on_rerun_and_keeps_finished_ou
                         "warmup_steps: 1, checkpoint_every: 10}\n")
     target = "models/tiny/student/pretrained.safetensors"
 
-    def workdir(name: str) -> Path:
-        root = tmp_path / name
-        root.mkdir()
-        for item in WORKFLOW_FILES:
-            source = repo / item
-            if source.is_dir():
-                subprocess.run(["cp", "-r", str(source), str(root / item)], check=True)
-            else:
-                (root / item).write_bytes(source.read_bytes())
-        return root
-
-    reference = workdir("reference")
+    reference = copy_workflow(tmp_path / "reference")
     # (flags first: --configfile, which the helper passes first, takes every bare word after it)
     done = snakemake(reference, "--cores", "2", target, overrides=(str(override),))
     assert done.returncode == 0, done.stderr[-3000:]
 
-    killed = workdir("killed")
+    killed = copy_workflow(tmp_path / "killed")
     pipeline = subprocess.Popen(
         [sys.executable, "-m", "snakemake", target, "data/tiny/texts.parquet", "--cores", "2",
          "--configfile", "configs/tiny.yaml", str(override)],

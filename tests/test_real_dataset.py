@@ -5,7 +5,6 @@ official formats, with open_clip teachers (random weights: nothing can be fetche
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import polars as pl
 import pytest
 import yaml
 from coco_fixture import build, overlay, serve
-from conftest import WORKFLOW_FILES, snakemake
+from conftest import copy_workflow, snakemake
 
 COUNTS = {"train": 16, "val": 4, "test": 6}
 OPEN_CLIP = {"name": "open_clip", "model": "ViT-S-32", "pretrained": None}
@@ -23,10 +22,7 @@ OPEN_CLIP = {"name": "open_clip", "model": "ViT-S-32", "pretrained": None}
 def coco_run(repo, tmp_path_factory):
     served = tmp_path_factory.mktemp("served")
     digests = build(served, COUNTS)
-    workdir = tmp_path_factory.mktemp("coco")
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    workdir = copy_workflow(tmp_path_factory.mktemp("coco"))
     with serve(served) as url:
         config = overlay(url, digests)
         config["teachers"] = {"vision": {**OPEN_CLIP, "image_size": 64, "batch_size": 8},

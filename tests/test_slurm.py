@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from conftest import WORKFLOW_FILES, snakemake
+from conftest import copy_workflow, snakemake
 
 REQUIRE = os.environ.get("VLDISTILL_REQUIRE_SLURM") == "1"
 MEM_CAP_MB = 6000  # each job's memory on the test node: three fit beside the submitting process
@@ -80,13 +80,7 @@ def slurm_run(repo, tmp_path_factory):
         if REQUIRE:
             pytest.fail(f"VLDISTILL_REQUIRE_SLURM=1 but {problem}")
         pytest.skip(f"{problem} (start one with scripts/slurm_local.sh start)")
-    workdir = tmp_path_factory.mktemp("slurm")
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        if source.is_dir():
-            shutil.copytree(source, workdir / name)
-        else:
-            shutil.copy(source, workdir / name)
+    workdir = copy_workflow(tmp_path_factory.mktemp("slurm"))
     profile = yaml.safe_load((repo / "profiles/slurm/config.yaml").read_text())
     (workdir / "profiles/slurm-cpu").mkdir()
     (workdir / "profiles/slurm-cpu/config.yaml").write_text(yaml.safe_dump(cpu_profile(profile)))
