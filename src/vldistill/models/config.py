@@ -45,6 +45,9 @@ class StudentConfig:
     context_length: int = 32
     dropout: float = 0.0
     vocab_size: int = 49408  # open_clip BPE
+    # frames per clip for video (1: still images); > 1 adds temporal embeddings and a temporal
+    # block to the vision tower, see VisionPyramid
+    frames: int = 1
 
     def __post_init__(self) -> None:
         # JSON and YAML give lists; the frozen dataclass must stay hashable.
@@ -59,6 +62,7 @@ class StudentConfig:
             heads=self.heads,
             context_length=self.context_length,
             vocab_size=self.vocab_size,
+            frames=self.frames,
         )
         if not self.pyramid_channels:
             raise ValueError("StudentConfig.pyramid_channels must name at least one stage")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vldistill.models.config import StudentConfig
+from vldistill.models.text import Block
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
@@ -81,8 +82,16 @@ class VisionPyramid(nn.Module):
         self.level_embedding = nn.Parameter(torch.zeros(len(chans), d))
         self.ln_tokens = nn.LayerNorm(d)  # cross-attention reads these tokens as they are
         self.ln_pooled = nn.LayerNorm(d)
+        self.frames = cfg.frames
+        if cfg.frames > 1:  # absent for still images: their parameters and outputs are unchanged
+            self.temporal_embedding = nn.Parameter(torch.zeros(cfg.frames, d))
+            self.temporal = Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+            self.ln_clip = nn.LayerNorm(d)
 
     def forward(self, images: torch.Tensor) -> VisionOutput:
+        """Images [B, 3, S, S], or clips [B, T, 3, S, S] when built with frames > 1."""
+        if images.dim() == 5:
+            return self.forward_clips(images)
         s = self.image_size
         if images.dim() != 4 or tuple(images.shape[1:]) != (3, s, s):
             raise ValueError(f"expected images [B, 3, {s}, {s}], got {tuple(images.shape)}")
@@ -95,3 +104,25 @@ class VisionPyramid(nn.Module):
             levels.append(self.ln_tokens(tokens))
         pooled = self.ln_pooled(levels[-1].mean(dim=1))
         return VisionOutput(levels=levels, grids=list(self.grids), pooled=pooled)
+
+    def forward_clips(self, clips: torch.Tensor) -> VisionOutput:
+        """Space-time tokens of clips [B, T, 3, S, S], T <= frames.
+
+        Every frame goes through the image pyramid; level l becomes [B, T * H_l * W_l, D]
+        (frame-major) with a learned embedding per frame position, so cross-attention (the Slow
+        model's decoder, progressive over space) reads all frames and knows their order. The
+        pooled vector runs the frames' pooled states through one temporal self-attention block
+        before averaging: a mean alone would not know which came first.
+        """
+        if self.frames == 1:
+            raise ValueError("this vision tower was built for still images (frames: 1)")
+        b, t = clips.shape[:2]
+        if t > self.frames:
+            raise ValueError(f"clips have {t} frames; the tower was built for {self.frames}")
+        per_frame = self(clips.flatten(0, 1))
+        when = self.temporal_embedding[:t]
+        levels = [(level.unflatten(0, (b, t)) + when[None, :, None, :]).flatten(1, 2)
+                  for level in per_frame.levels]
+        frames = self.temporal(per_frame.pooled.unflatten(0, (b, t)) + when[None])
+        return VisionOutput(levels=levels, grids=per_frame.grids,
+                            pooled=self.ln_clip(frames.mean(dim=1)))

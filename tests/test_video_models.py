@@ -1,0 +1,65 @@
+"""Video towers: clips [B, T, 3, S, S] through the student's pyramid as space-time tokens."""
+
+import pytest
+import torch
+
+from vldistill.models.config import StudentConfig
+from vldistill.models.fast import FastDualEncoder
+from vldistill.models.student import Student
+from vldistill.models.tokenizer import Tokenizer
+
+CFG = dict(image_size=32, width=16, pyramid_channels=(8, 16), heads=2, text_layers=1,
+           fusion_layers=1, decoder_layers=2)
+
+
+def clips(b: int = 2, t: int = 4) -> torch.Tensor:
+    return torch.randn(b, t, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_still_image_towers_are_unchanged_by_the_video_option():
+    torch.manual_seed(0)
+    still = Student(StudentConfig(**CFG))
+    assert not any("temporal" in name or "ln_clip" in name for name, _ in still.named_parameters())
+    with pytest.raises(ValueError, match="built for still images"):
+        still.encode_image(clips())
+
+
+def test_clip_levels_are_frame_major_space_time_tokens():
+    torch.manual_seed(0)
+    model = Student(StudentConfig(**CFG, frames=4))
+    x = clips()
+    out = model.encode_image(x)
+    per_frame = model.encode_image(x[:, 2])  # frame 2 alone, as a still image
+    assert [level.shape for level in out.levels] == [(2, 4 * 16, 16), (2, 4 * 4, 16)]
+    assert out.pooled.shape == (2, 16)
+    # zero temporal embedding at init: frame 2's tokens are its own image tokens
+    torch.testing.assert_close(out.levels[1][:, 2 * 4:3 * 4], per_frame.levels[1])
+    with pytest.raises(ValueError, match="5 frames"):
+        model.encode_image(clips(t=5))
+
+
+def test_the_order_of_frames_reaches_slow_and_fast_scores():
+    torch.manual_seed(0)
+    cfg = StudentConfig(**CFG, frames=4)
+    slow, fast = Student(cfg), FastDualEncoder(cfg, embed_dim=8)
+    for model in (slow, fast):  # as after training: frame positions are told apart
+        with torch.no_grad():
+            model.vision.temporal_embedding.normal_()
+    x = clips()
+    backwards = x.flip(1)
+    ids, mask = Tokenizer(16)(["the circle moves left then stops", "a square appears"])
+    # (untrained attention is near uniform, so the difference is small, but it is there)
+    assert not torch.equal(slow.slow_score_matrix(x, ids, mask),
+                           slow.slow_score_matrix(backwards, ids, mask))
+    assert not torch.allclose(fast.encode_image(x), fast.encode_image(backwards))
+
+
+def test_the_temporal_parameters_learn():
+    torch.manual_seed(0)
+    model = Student(StudentConfig(**CFG, frames=4))
+    ids, mask = Tokenizer(16)(["the circle moves left then stops"] * 2)
+    model.caption_loss(clips(), ids, mask).backward()
+    assert model.vision.temporal_embedding.grad.abs().sum() > 0
+    # the pooled path (ITM, Fast) trains the temporal block
+    model.vision(clips()).pooled.sum().backward()
+    assert all(p.grad is not None for p in model.vision.temporal.parameters())
