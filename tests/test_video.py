@@ -1,8 +1,9 @@
 """Video clips: uniform frame sampling, lossless write/read round trips, unreadable clips named,
-the clip bank."""
+the clip bank; VATEX annotations over placed clips, missing clips, validation of clips."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -12,6 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
+from vldistill.data.download import MissingDataError
+from vldistill.data.formats import (
+    DEFAULT_SPLITS,
+    LOADERS,
+    VATEX_SPLITS,
+    FormatError,
+    load_vatex,
+    missing_clips,
+    require_clips,
+)
 from vldistill.data.manifest import SCHEMAS, BadExampleError, write_manifest
 from vldistill.data.video import (
     WRITERS,
@@ -193,3 +204,93 @@ def test_the_clip_bank_refuses_wrong_shapes_and_duplicate_ids():
         ClipBank(["a"], torch.zeros((1, 3, 8, 8), dtype=torch.uint8))
     with pytest.raises(ValueError, match="duplicate clip ids"):
         ClipBank(["a", "a"], torch.zeros((2, 1, 3, 8, 8), dtype=torch.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# VATEX
+
+
+TRAIN_IDS = ["Ptf_2VRj-V0_000122_000132"]
+VAL_IDS = ["abc-DEF_123_000000_000010", "xyz987654ab_000005_000015", "q_q_q_q_q_q_000100_000110"]
+
+
+def vatex_json(path: Path, video_ids: list[str], english: bool = True) -> Path:
+    entries = [{"videoID": v, "chCap": [f"中文 {k}" for k in range(10)], "extra": 1}
+               for v in video_ids]
+    if english:
+        for entry in entries:
+            entry["enCap"] = [f"{entry['videoID']} caption {k}" for k in range(10)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def vatex(tmp_path):
+    """A dataset root with four placed clips and the two official annotation files."""
+    root = tmp_path / "vatex"
+    for k, video_id in enumerate(TRAIN_IDS + VAL_IDS):
+        write_clip(frames(3, 12, 16, seed=k), root / "clips" / f"{video_id}.mp4")
+    files = {"training": vatex_json(tmp_path / "vatex_training_v1.0.json", TRAIN_IDS),
+             "validation": vatex_json(tmp_path / "vatex_validation_v1.0.json", VAL_IDS)}
+    return root, files
+
+
+def test_vatex_reads_english_captions_and_clips_per_split(vatex):
+    root, files = vatex
+    tables = load_vatex(files, root, "clips")
+    assert LOADERS["vatex"] is load_vatex and DEFAULT_SPLITS["vatex"] is VATEX_SPLITS
+    assert set(tables) == {"train", "val", "test"}
+    for split_tables in tables.values():
+        for table, df in split_tables.items():
+            assert df.schema == pl.Schema(SCHEMAS[table])
+    train = tables["train"]
+    assert train["images"].to_dicts() == [{
+        "image_id": f"vatex-{TRAIN_IDS[0]}", "image_path": f"clips/{TRAIN_IDS[0]}.mp4",
+        "domain": "source", "width": 16, "height": 12, "scene": None}]
+    captions = train["captions"]
+    assert captions["caption_id"].to_list() == [f"vatex-{TRAIN_IDS[0]}-c{k}" for k in range(10)]
+    assert captions["caption"].to_list() == [f"{TRAIN_IDS[0]} caption {k}" for k in range(10)]
+    assert captions["hard_negative"].null_count() == 10  # chCap and other fields are not read
+    # validation is cut by clip: every clip and all its captions in exactly one of val / test
+    val, test = (set(tables[s]["images"]["image_id"]) for s in ("val", "test"))
+    assert val | test == {f"vatex-{v}" for v in VAL_IDS} and not val & test
+    assert (len(val), len(test)) == (2, 1)
+    for split in ("val", "test"):
+        images, captions = tables[split]["images"], tables[split]["captions"]
+        assert set(captions["image_id"]) == set(images["image_id"])
+        assert captions.height == 10 * images.height
+    again = load_vatex(files, root, "clips")
+    assert all(again[s][t].equals(tables[s][t]) for s in tables for t in tables[s])
+
+
+def test_vatex_reports_missing_clips_with_their_exact_paths(vatex):
+    root, files = vatex
+    (root / "clips" / f"{VAL_IDS[1]}.mp4").unlink()
+    (root / "clips" / f"{TRAIN_IDS[0]}.mp4").unlink()
+    tables = load_vatex(files, root, "clips")
+    expected = sorted(str(root / "clips" / f"{v}.mp4") for v in (TRAIN_IDS[0], VAL_IDS[1]))
+    assert missing_clips(root, tables) == expected
+    assert tables["train"]["images"].select("width", "height").row(0) == (0, 0)
+    with pytest.raises(MissingDataError) as error:
+        require_clips(root, tables)
+    message = str(error.value)
+    assert message.startswith("2 VATEX clip(s) are missing")
+    assert all(f"\n  {p}\n" in message for p in expected)
+    assert "never downloads" in message and "named <videoID>.mp4" in message
+    (root / "clips" / f"{VAL_IDS[1]}.mp4").write_bytes(b"")  # present, if broken: not missing
+    write_clip(frames(2, 8, 8), root / "clips" / f"{TRAIN_IDS[0]}.mp4")
+    assert missing_clips(root, tables) == []
+    require_clips(root, tables)
+
+
+def test_vatex_without_english_captions_is_refused(vatex, tmp_path):
+    root, _ = vatex
+    public_test = vatex_json(tmp_path / "vatex_public_test_english_v1.1.json", VAL_IDS,
+                             english=False)
+    with pytest.raises(FormatError, match=r"\[0\] \(videoID .*\) has no English captions"):
+        load_vatex({"public_test": public_test}, root, "clips")
+    (tmp_path / "bad.json").write_text(json.dumps({"videoID": "x"}))
+    with pytest.raises(FormatError, match="expected a list"):
+        load_vatex({"training": tmp_path / "bad.json"}, root, "clips")
+
