@@ -22,8 +22,16 @@ from vldistill.data.formats import (
     load_vatex,
     missing_clips,
     require_clips,
+    write_dataset,
 )
-from vldistill.data.manifest import SCHEMAS, BadExampleError, write_manifest
+from vldistill.data.manifest import (
+    SCHEMAS,
+    BadExampleError,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
+from vldistill.data.validate import validate_dataset
 from vldistill.data.video import (
     WRITERS,
     ClipBank,
@@ -294,3 +302,21 @@ def test_vatex_without_english_captions_is_refused(vatex, tmp_path):
     with pytest.raises(FormatError, match="expected a list"):
         load_vatex({"training": tmp_path / "bad.json"}, root, "clips")
 
+
+def test_vatex_manifests_pass_validation_and_a_broken_clip_is_named_or_dropped(vatex):
+    root, files = vatex
+    tables = load_vatex(files, root, "clips")
+    write_dataset(root, tables)
+    report = validate_dataset(root, skip_bad_examples=False)
+    assert report["checked"]["val"] == {"images": 2, "captions": 20, "vqa": 0, "ve": 0, "vcr": 0}
+    broken_id = tables["test"]["images"]["image_id"][0]
+    broken = root / tables["test"]["images"]["image_path"][0]
+    broken.write_bytes(broken.read_bytes()[:200])  # cut off: no longer decodes
+    with pytest.raises(BadExampleError, match=rf"clip does not decode: cannot read clip {broken}"):
+        validate_dataset(root, skip_bad_examples=False)
+    report = validate_dataset(root, skip_bad_examples=True)
+    assert report["skipped"]["test"] == {"images": 1, "captions": 10, "vqa": 0, "ve": 0, "vcr": 0}
+    assert report["reasons"] == {"clip does not decode": 1, "unusable image": 10}
+    left = read_manifest(manifest_path(root, "test", "captions"), "captions")
+    assert broken_id not in set(left["image_id"])
+    assert validate_dataset(root, skip_bad_examples=False)["skipped"]["test"]["images"] == 0
