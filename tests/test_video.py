@@ -151,11 +151,19 @@ def audio_only(path: Path) -> None:
         container.mux(stream.encode(None))
 
 
-@pytest.mark.parametrize("damage", ["missing", "empty", "garbage", "truncated", "audio only"])
+def no_frames(path: Path) -> None:
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("ffv1", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 8, 8, "bgr0"
+        container.start_encoding()  # a header with a video stream, then nothing
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "garbage", "truncated", "audio only",
+                                    "no frames"])
 def test_an_unreadable_clip_is_named(tmp_path, damage):
     path = tmp_path / "clip.mp4"
-    if damage == "audio only":
-        audio_only(path)
+    if damage in ("audio only", "no frames"):
+        (audio_only if damage == "audio only" else no_frames)(path)
     elif damage != "missing":
         write_clip(frames(8, 16, 16), path)
         data = path.read_bytes()
