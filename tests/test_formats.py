@@ -410,4 +410,5 @@ def test_vqa_v2_without_multiple_choice_answer_takes_the_normalised_majority(tmp
                       splits={"val2014": "val"})["val"]["vqa"].row(0, named=True)
     assert row["multiple_choice_answer"] == "2"  # "Two", "2", "two.", "2", "two" -> 5 votes
     assert row["answers"] == answers  # the raw annotator strings stay as written
-    assert set(LOADERS) == set(DEFAULT_SPLITS) == {"karpathy", "vqa_v2", "snli_ve", "vcr"}
+    assert set(LOADERS) == set(DEFAULT_SPLITS) == {"karpathy", "vqa_v2", "snli_ve", "vcr",
+                                                     "vatex"}

@@ -32,6 +32,7 @@ from vldistill.data.manifest import (
     read_manifest,
     write_manifest,
 )
+from vldistill.data.video import is_clip, read_clip
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ ROW_CHECKS: dict[str, tuple[str, Callable[[dict[str, Any]], str | None]]] = {
 
 
 def image_problems(root: Path, split: str, images: pl.DataFrame, file: str) -> list[Problem]:
-    """Images whose id repeats, or whose file is missing, empty or does not decode."""
+    """Images whose id repeats, or whose file is missing, empty or does not decode (a video
+    clip, by its suffix, is decoded as a clip)."""
     problems = []
     seen: set[str] = set()
     for row, (image_id, rel_path) in enumerate(
@@ -119,6 +121,11 @@ def image_problems(root: Path, split: str, images: pl.DataFrame, file: str) -> l
             reason = f"duplicate image_id: {image_id!r}"
         elif _blank(rel_path):
             reason = "empty image_path"
+        elif is_clip(rel_path):
+            try:
+                read_clip(root / rel_path, 1, 8)  # opens, counts and decodes the middle frame
+            except BadExampleError as exc:
+                reason = f"clip does not decode: {exc}"
         else:
             try:
                 pixels = np.asarray(decode_rgb(root / rel_path))

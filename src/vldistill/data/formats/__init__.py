@@ -20,6 +20,7 @@ from vldistill.data.formats.dataset import (
 from vldistill.data.formats.karpathy import KARPATHY_SPLITS, load_karpathy
 from vldistill.data.formats.snli_ve import SNLI_VE_SPLITS, load_snli_ve
 from vldistill.data.formats.splits import FormatError, SplitRule, by_image
+from vldistill.data.formats.vatex import VATEX_SPLITS, load_vatex, missing_clips, require_clips
 from vldistill.data.formats.vcr import VCR_SPLITS, load_vcr
 from vldistill.data.formats.vqa_v2 import VQA_V2_SPLITS, load_vqa_v2
 
@@ -29,6 +30,7 @@ LOADERS: dict[str, Callable[..., Tables]] = {
     "vqa_v2": load_vqa_v2,
     "snli_ve": load_snli_ve,
     "vcr": load_vcr,
+    "vatex": load_vatex,
 }
 # Format name -> its default {official split: rule}, the ``splits`` argument's default.
 DEFAULT_SPLITS: dict[str, dict[str, SplitRule]] = {
@@ -36,6 +38,7 @@ DEFAULT_SPLITS: dict[str, dict[str, SplitRule]] = {
     "vqa_v2": VQA_V2_SPLITS,
     "snli_ve": SNLI_VE_SPLITS,
     "vcr": VCR_SPLITS,
+    "vatex": VATEX_SPLITS,
 }
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "FormatError",
     "SNLI_VE_SPLITS",
     "SplitRule",
+    "VATEX_SPLITS",
     "VCR_SPLITS",
     "VQA_V2_SPLITS",
     "Tables",
@@ -53,8 +57,11 @@ __all__ = [
     "images_in_several_splits",
     "load_karpathy",
     "load_snli_ve",
+    "load_vatex",
     "load_vcr",
     "load_vqa_v2",
     "merge_images",
+    "missing_clips",
+    "require_clips",
     "write_dataset",
 ]

@@ -1,0 +1,207 @@
+"""Video clips: decoding with PyAV, uniform frame sampling, lossless writing, and a clip bank.
+
+A video dataset reuses the ``images`` manifest table, one row per clip (``image_path`` is the clip
+file, ``width``/``height`` its video stream's size). A clip is read as ``n_frames`` frames
+sampled uniformly over its whole length (the midpoint of each of ``n_frames`` equal segments),
+each resized to ``size`` x ``size`` with the same bilinear resize as the image path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from av.container import InputContainer
+from av.video.stream import VideoStream
+from PIL import Image
+from tqdm import tqdm
+
+from vldistill.data.images import image_table, normalise
+from vldistill.data.manifest import BadExampleError
+from vldistill.io import atomic_output
+
+# File suffixes read as clips (validation decodes these with read_clip instead of as images).
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+
+# write_clip's suffix -> (container format, encoder, encoder pixel format, encoder options).
+# Both are lossless in RGB, so a written clip reads back bit-exactly: H.264 RGB at qp 0 in MP4
+# (smaller on smooth content, frame count in the header, a truncated file fails to open) and
+# FFV1 (intra-only) in Matroska. One encoder thread keeps the bytes the same on every machine.
+WRITERS: dict[str, tuple[str, str, str, dict[str, str]]] = {
+    ".mp4": ("mp4", "libx264rgb", "rgb24", {"qp": "0", "preset": "veryfast"}),
+    ".mkv": ("matroska", "ffv1", "bgr0", {}),
+}
+# Without it the Matroska muxer writes a random segment UID: the same frames, other bytes.
+_BITEXACT = {"fflags": "+bitexact"}
+
+
+def is_clip(path: str | Path) -> bool:
+    """Whether a manifest path names a video clip (by its suffix)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def sample_frame_indices(n_frames_in_clip: int, n: int) -> list[int]:
+    """``n`` frame indices spread uniformly over a clip: the midpoint of each of ``n`` equal
+    segments. When ``n`` exceeds the clip's length, frames repeat evenly (each about n/length
+    times); the indices never decrease."""
+    if n < 1:
+        raise ValueError(f"need at least one frame per clip, got n={n}")
+    if n_frames_in_clip < 1:
+        raise BadExampleError(f"cannot sample {n} frame(s) from a clip with {n_frames_in_clip}")
+    # floor((i + 0.5) * length / n) in integers: exact, no float rounding at segment edges
+    return [(2 * i + 1) * n_frames_in_clip // (2 * n) for i in range(n)]
+
+
+@contextlib.contextmanager
+def _video(path: str | Path) -> Iterator[tuple[InputContainer, VideoStream]]:
+    """The clip's container and first video stream; any PyAV or file-system failure inside the
+    block (opening, demuxing, decoding) becomes a BadExampleError naming the file."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise BadExampleError(f"cannot read clip {path}: it has no video stream")
+            yield container, container.streams.video[0]
+    except (av.FFmpegError, OSError) as exc:
+        raise BadExampleError(f"cannot read clip {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def clip_info(path: str | Path) -> tuple[int, float, int, int]:
+    """(frames, frames per second, width, height) of a clip's first video stream.
+
+    The frame count comes from the container header where it has one (MP4); otherwise (Matroska,
+    WebM) the packets are counted without decoding them. fps is 0.0 when the file gives none.
+    """
+    with _video(path) as (container, stream):
+        frames = stream.frames
+        if frames <= 0:
+            frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
+        rate = stream.average_rate or stream.guessed_rate
+        return frames, float(rate) if rate else 0.0, stream.width, stream.height
+
+
+def _decode_at(path: str | Path, indices: Sequence[int], size: int
+               ) -> tuple[dict[int, np.ndarray], int]:
+    """The frames at ``indices`` (sorted) resized to size x size, and how many frames were
+    decoded: all of them if the clip ended before the last index, else up to that index."""
+    wanted = set(indices)
+    last = max(indices)
+    picked: dict[int, np.ndarray] = {}
+    decoded = 0
+    with _video(path) as (container, stream):
+        # one frame at a time: only the sampled ones are kept, however long the clip
+        for index, frame in enumerate(container.decode(stream)):
+            decoded = index + 1
+            if index in wanted:
+                image = frame.to_image()  # RGB
+                if image.size != (size, size):
+                    image = image.resize((size, size), Image.Resampling.BILINEAR)
+                picked[index] = np.asarray(image, dtype=np.uint8)
+            if index >= last:
+                break
+    return picked, decoded
+
+
+def read_clip(path: str | Path, n_frames: int, size: int) -> np.ndarray:
+    """``n_frames`` frames sampled uniformly over the whole clip as uint8 [T, S, S, 3] RGB.
+
+    Raises BadExampleError naming the file if it is missing, not a video, or has no frames.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    length = clip_info(path)[0]
+    if length < 1:
+        raise BadExampleError(f"cannot read clip {path}: it has no frames")
+    indices = sample_frame_indices(length, n_frames)
+    picked, decoded = _decode_at(path, indices, size)
+    if len(picked) < len(set(indices)):
+        # Fewer frames decode than the header counts (an edit list trims the start, or the file
+        # is damaged): sample again over the frames that do decode.
+        if decoded < 1:
+            raise BadExampleError(f"cannot read clip {path}: none of its {length} frames decode")
+        indices = sample_frame_indices(decoded, n_frames)
+        picked, _ = _decode_at(path, indices, size)
+    return np.stack([picked[i] for i in indices])
+
+
+def write_clip(frames: np.ndarray, path: str | Path, fps: int = 8) -> None:
+    """Write uint8 RGB frames [T, H, W, 3] losslessly, atomically; the suffix of ``path``
+    (``.mp4`` or ``.mkv``, see WRITERS) picks the codec. ``read_clip(path, T, H)`` of a square
+    clip gives ``frames`` back exactly."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITERS:
+        raise ValueError(f"cannot write a clip as {path.name}: the suffix must be one of "
+                         f"{sorted(WRITERS)}")
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or not len(frames):
+        raise ValueError(f"frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} "
+                         f"{frames.shape}")
+    if fps < 1:
+        raise ValueError(f"fps must be >= 1, got {fps}")
+    fmt, codec, pix_fmt, options = WRITERS[path.suffix.lower()]
+    with atomic_output(path) as tmp, av.open(str(tmp), "w", format=fmt,
+                                             container_options=_BITEXACT) as container:
+        stream = container.add_stream(codec, rate=fps, options=options)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        stream.thread_count = 1
+        for array in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))  # flush the frames the encoder still holds
+
+
+class ClipBank:
+    """uint8 clips [N, T, 3, S, S] with an id -> row map; ``batch`` returns normalised floats.
+
+    Memory is N * T * 3 * S * S bytes: 8 frames at 64 px are 98 KB a clip, at 224 px 1.2 MB.
+    """
+
+    def __init__(self, ids: Sequence[str], pixels: torch.Tensor) -> None:
+        if pixels.dtype != torch.uint8 or pixels.ndim != 5 or pixels.shape[2] != 3:
+            raise ValueError(f"pixels must be uint8 [N, T, 3, S, S], got {pixels.dtype} "
+                             f"{tuple(pixels.shape)}")
+        if len(ids) != len(pixels):
+            raise ValueError(f"{len(ids)} ids for {len(pixels)} clips")
+        self.ids = list(ids)
+        self.row = {clip_id: i for i, clip_id in enumerate(self.ids)}
+        if len(self.row) != len(self.ids):
+            raise ValueError("duplicate clip ids in the bank")
+        self.pixels = pixels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, clip_ids: Sequence[str]) -> torch.Tensor:
+        missing = [i for i in clip_ids if i not in self.row]
+        if missing:
+            raise KeyError(f"{len(missing)} clip id(s) not in the bank, e.g. {missing[:3]}")
+        return torch.tensor([self.row[i] for i in clip_ids], dtype=torch.long)
+
+    def batch(self, clip_ids: Sequence[str]) -> torch.Tensor:
+        """Float clips in [-1, 1] (mean = std = 0.5 per channel), [B, T, 3, S, S]."""
+        return self.at(self.rows(clip_ids))
+
+    def at(self, rows: torch.Tensor) -> torch.Tensor:
+        """``batch`` for bank rows already looked up."""
+        return normalise(self.pixels[rows])
+
+
+def load_clip_bank(root: str | Path, image_manifests: Sequence[str | Path], n_frames: int,
+                   size: int, progress: bool = True) -> ClipBank:
+    """Decode every clip listed in the given ``images`` manifests (manifest order): ``n_frames``
+    uniformly sampled frames each, resized to ``size``."""
+    table = image_table(image_manifests)
+    pixels = torch.empty((len(table), n_frames, 3, size, size), dtype=torch.uint8)
+    rows = zip(table["image_id"], table["image_path"], strict=True)
+    for i, (clip_id, rel_path) in enumerate(tqdm(rows, total=len(table), unit="clip",
+                                                 desc="clips", disable=not progress)):
+        try:
+            array = read_clip(Path(root) / rel_path, n_frames, size)
+        except BadExampleError as exc:
+            raise BadExampleError(f"{exc} (image_id {clip_id}); the data rule checked it, so "
+                                  "it changed since: re-run the data rule") from exc
+        pixels[i] = torch.from_numpy(array).permute(0, 3, 1, 2)
+    return ClipBank(table["image_id"].to_list(), pixels)
