@@ -116,12 +116,15 @@ def test_index_fast_slow_and_rerank_evaluate_one_gallery(root, student_checkpoin
     assert top1["t2i"]["R@1"] == fast["t2i"]["R@1"] and top1["slow_calls_per_query"] == 1
 
 
+SMALL = StudentConfig(image_size=64, context_length=32)
+
+
 def test_a_query_subset_is_fixed_and_image_to_text_ranks_only_queried_images(root):
     from vldistill.stages.retrieval import retrieval_set
 
-    whole = retrieval_set(root, "test", 2, 64, 32)
-    first = retrieval_set(root, "test", 2, 64, 32, max_queries=5)
-    again = retrieval_set(root, "test", 2, 64, 32, max_queries=5)
+    whole = retrieval_set(root, "test", 2, SMALL)
+    first = retrieval_set(root, "test", 2, SMALL, max_queries=5)
+    again = retrieval_set(root, "test", 2, SMALL, max_queries=5)
     assert len(whole.gold) == 8 and len(first.gold) == 5
     assert torch.equal(first.ids, again.ids) and torch.equal(first.gold, again.gold)
     # each subset query is one of the whole set's, in the original order
@@ -129,4 +132,4 @@ def test_a_query_subset_is_fixed_and_image_to_text_ranks_only_queried_images(roo
     assert positions == sorted(positions)
     gold = first.image_to_text_gold
     assert gold.shape == (len(first.queried_images), 5) and bool(gold.any(dim=1).all())
-    assert len(retrieval_set(root, "test", 2, 64, 32, max_queries=100).gold) == 8
+    assert len(retrieval_set(root, "test", 2, SMALL, max_queries=100).gold) == 8

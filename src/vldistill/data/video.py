@@ -20,7 +20,7 @@ from av.video.stream import VideoStream
 from PIL import Image
 from tqdm import tqdm
 
-from vldistill.data.images import image_table, normalise
+from vldistill.data.images import ImageBank, image_table, load_image_bank, normalise
 from vldistill.data.manifest import BadExampleError
 from vldistill.io import atomic_output
 
@@ -205,3 +205,15 @@ def load_clip_bank(root: str | Path, image_manifests: Sequence[str | Path], n_fr
                                   "it changed since: re-run the data rule") from exc
         pixels[i] = torch.from_numpy(array).permute(0, 3, 1, 2)
     return ClipBank(table["image_id"].to_list(), pixels)
+
+
+VisualBank = ImageBank | ClipBank  # still images or clips: the same rows / batch / at
+
+
+def load_visual_bank(root: str | Path, image_manifests: Sequence[str | Path], size: int,
+                     frames: int = 1, progress: bool = True) -> VisualBank:
+    """What a model with ``frames`` frames reads: still images (1) or clips of that many frames;
+    both banks answer ``rows``, ``batch`` and ``at`` alike."""
+    if frames == 1:
+        return load_image_bank(root, image_manifests, size, progress=progress)
+    return load_clip_bank(root, image_manifests, frames, size, progress=progress)

@@ -21,8 +21,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_model
 
-from vldistill.data.images import ImageBank, iter_image_batches, load_image_bank
+from vldistill.data.images import iter_image_batches
 from vldistill.data.manifest import manifest_path, read_manifest
+from vldistill.data.video import VisualBank, load_visual_bank
 from vldistill.eval.retrieval import median_rank, recall_at_k, retrieval_metrics
 from vldistill.io import atomic_output, canonicalise_safetensors
 from vldistill.models.config import StudentConfig
@@ -70,7 +71,7 @@ def train_slow(*, root: str | Path, init: str, start: str | Path | None, student
             raise ValueError(f"init {init!r} needs the student checkpoint")
         _, cfg, _ = load_checkpoint(start)
     cfg = dataclasses.replace(cfg, progressive=progressive)
-    bank, corpus, _ = caption_data(root, "train", cfg.image_size, cfg.context_length)
+    bank, corpus, _ = caption_data(root, "train", cfg)
     torch.manual_seed(seed)
     model = create_student(cfg)
     if init != "scratch":
@@ -126,7 +127,7 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     cfg = StudentConfig.from_dict(student) if init == "scratch" else load_checkpoint(start)[1]
-    bank, corpus, _ = caption_data(root, "train", cfg.image_size, cfg.context_length)
+    bank, corpus, _ = caption_data(root, "train", cfg)
     torch.manual_seed(seed)
     model = create_fast(cfg, embed_dim, None if init == "scratch" else start)
     slow, directions = (None, DIRECTIONS)
@@ -222,7 +223,7 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
 class RetrievalSet:
     """A gallery (the split's images, bank row = gallery id) and its text queries."""
 
-    bank: ImageBank
+    bank: VisualBank  # images, or clips for a video dataset
     ids: torch.Tensor  # [Q, L]
     mask: torch.Tensor  # [Q, L]
     gold: torch.Tensor  # [Q] gallery id of each query's image
@@ -249,13 +250,14 @@ def query_seeds(model_seeds: dict[str, int], max_queries: int | None) -> dict[st
                                                             QUERY_SUBSET_SEED)
 
 
-def retrieval_set(root: str | Path, split: str, captions_per_image: int, image_size: int,
-                  context_length: int, max_queries: int | None = None) -> RetrievalSet:
+def retrieval_set(root: str | Path, split: str, captions_per_image: int, cfg: StudentConfig,
+                  max_queries: int | None = None) -> RetrievalSet:
     """The split's images as the gallery; the first ``captions_per_image`` captions of each as
     queries, or a fixed random ``max_queries`` of them (Slow scores every gallery image per query,
     so a large gallery needs a query subset to stay affordable)."""
-    bank = load_image_bank(root, [manifest_path(root, split, "images")], image_size,
-                           progress=False)
+    bank = load_visual_bank(root, [manifest_path(root, split, "images")], cfg.image_size,
+                            cfg.frames, progress=False)
+    context_length = cfg.context_length
     captions = read_manifest(manifest_path(root, split, "captions"), "captions")
     queries = captions.filter(
         pl.int_range(pl.len()).over("image_id") < captions_per_image)  # first c per image
@@ -275,7 +277,7 @@ GALLERY_BATCH = 256
 
 
 @torch.no_grad()
-def embed_gallery(model: FastDualEncoder, bank: ImageBank,
+def embed_gallery(model: FastDualEncoder, bank: VisualBank,
                   batch_size: int = GALLERY_BATCH) -> torch.Tensor:
     rows = torch.arange(len(bank.pixels))
     return torch.cat([model.encode_image(bank.at(rows[i:i + batch_size]))
@@ -294,8 +296,14 @@ def build_gallery_index(*, root: str | Path, fast_path: str | Path, split: str, 
                         nprobe: int | None, out_path: str | Path) -> dict[str, Any]:
     """Embed the split's images with the Fast image tower into a faiss index on disk."""
     model, _ = load_fast(fast_path)
-    batches = iter_image_batches(root, [manifest_path(root, split, "images")],
-                                 model.cfg.image_size, GALLERY_BATCH)
+    manifests = [manifest_path(root, split, "images")]
+    if model.cfg.frames == 1:
+        batches = iter_image_batches(root, manifests, model.cfg.image_size, GALLERY_BATCH)
+    else:  # clips: decoded into a bank first (N x T frames; not streamed like images yet)
+        bank = load_visual_bank(root, manifests, model.cfg.image_size, model.cfg.frames)
+        rows = torch.arange(len(bank.pixels))
+        batches = (bank.at(rows[i:i + GALLERY_BATCH])
+                   for i in range(0, len(rows), GALLERY_BATCH))
     with torch.no_grad():  # streamed: one batch of images in memory, whatever the gallery size
         embeddings = (model.encode_image(pixels).numpy() for pixels in batches)
         index, seconds = timed(build_index_from_batches, embeddings, factory, nprobe)
@@ -311,8 +319,7 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
                   max_queries: int | None = None) -> dict[str, Any]:
     """Text -> image through the index, image -> text by exact dot products; timed per query."""
     model, extra = load_fast(fast_path)
-    data = retrieval_set(root, split, captions_per_image, model.cfg.image_size,
-                         model.cfg.context_length, max_queries)
+    data = retrieval_set(root, split, captions_per_image, model.cfg, max_queries)
     index = load_index(index_path)
     n_gallery, n_queries = index.ntotal, len(data.gold)
     queries, encode_s = timed(embed_queries, model, data.ids, data.mask)
@@ -337,8 +344,7 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
                   max_pairs: int = 512) -> dict[str, Any]:
     """The Slow model scoring every (gallery image, query) pair: the reference for re-ranking."""
     slow, directions = load_slow(slow_path)
-    data = retrieval_set(root, split, captions_per_image, slow.cfg.image_size,
-                         slow.cfg.context_length, max_queries)
+    data = retrieval_set(root, split, captions_per_image, slow.cfg, max_queries)
     levels = gallery_levels(slow, data.bank)  # image side computed offline, like an index
     matrix, seconds = timed(slow.decoder.pairwise_scores, levels, data.ids, data.mask,
                             max_pairs, directions)
@@ -367,7 +373,7 @@ def caption_ceiling(same_caption: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
 
 
 @torch.no_grad()
-def gallery_levels(slow: Student, bank: ImageBank, batch_size: int = 256) -> list[torch.Tensor]:
+def gallery_levels(slow: Student, bank: VisualBank, batch_size: int = 256) -> list[torch.Tensor]:
     """The Slow model's pyramid of every gallery image (computed once, offline)."""
     rows = torch.arange(len(bank.pixels))
     parts = [slow.encode_image(bank.at(rows[i:i + batch_size])).levels
@@ -383,8 +389,7 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
     """Fast top-K from the index, re-scored by h_slow + beta * h_fast; timed per query."""
     fast, _ = load_fast(fast_path)
     slow, directions = load_slow(slow_path)
-    data = retrieval_set(root, split, captions_per_image, fast.cfg.image_size,
-                         fast.cfg.context_length, max_queries)
+    data = retrieval_set(root, split, captions_per_image, fast.cfg, max_queries)
     index = load_index(index_path)
     if k > index.ntotal:
         # silently capping would label a Slow-over-everything run "rerank@K"

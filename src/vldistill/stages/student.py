@@ -17,8 +17,8 @@ import polars as pl
 import torch
 from safetensors.torch import load_file
 
-from vldistill.data.images import ImageBank, load_image_bank
 from vldistill.data.manifest import manifest_path, read_manifest
+from vldistill.data.video import VisualBank, load_visual_bank
 from vldistill.distill.mad import MadConfig, distillation_loss
 from vldistill.io import write_json
 from vldistill.models.config import HeadsConfig, StudentConfig
@@ -74,10 +74,13 @@ def load_backbone(model: Student, checkpoint: str | Path) -> list[str]:
     return fresh
 
 
-def caption_data(root: str | Path, split: str, image_size: int,
-                 context_length: int) -> tuple[ImageBank, CaptionCorpus, pl.DataFrame]:
-    """A split's images, its tokenised caption corpus and the captions manifest it came from."""
-    bank = load_image_bank(root, [manifest_path(root, split, "images")], image_size)
+def caption_data(root: str | Path, split: str, cfg: StudentConfig
+                 ) -> tuple[VisualBank, CaptionCorpus, pl.DataFrame]:
+    """A split's images (clips when ``cfg.frames`` > 1), its tokenised caption corpus and the
+    captions manifest it came from."""
+    bank = load_visual_bank(root, [manifest_path(root, split, "images")], cfg.image_size,
+                            cfg.frames)
+    context_length = cfg.context_length
     captions = read_manifest(manifest_path(root, split, "captions"), "captions")
     return bank, build_caption_corpus(captions, bank, Tokenizer(context_length)), captions
 
@@ -87,7 +90,7 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
     """VL pre-training (ITM with hard negatives + bidirectional captioning) from scratch."""
     cfg = StudentConfig.from_dict(student)
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
-    bank, corpus, _ = caption_data(root, "train", cfg.image_size, cfg.context_length)
+    bank, corpus, _ = caption_data(root, "train", cfg)
     torch.manual_seed(seed)
     model = create_student(cfg)
     model.decoder.set_output_vocabulary(caption_vocabulary(corpus))
@@ -122,8 +125,7 @@ def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str |
     model = create_student(source.cfg, HeadsConfig(teacher_vision_dim=vision_dim,
                                                    teacher_text_dim=text_dim))
     load_backbone(model, pretrained)
-    bank, corpus, captions = caption_data(root, "train", source.cfg.image_size,
-                                          source.cfg.context_length)
+    bank, corpus, captions = caption_data(root, "train", source.cfg)
     image_ids, texts = captions["image_id"].to_list(), captions["caption"].to_list()
     model.decoder.set_output_vocabulary(source.decoder.output_vocabulary())
     mad_cfg = MadConfig(token_selection=True, confidence_weighting=False, adaptive=False,
