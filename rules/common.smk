@@ -17,6 +17,9 @@ except ValueError as error:
 validate(config, SCHEMA)
 
 DATASET = config["dataset"]["name"]
+# the folder of a dataset's pictures: clips for the synthetic video scenes, images otherwise
+MEDIA = "videos" if config["dataset"]["source"] == "synthetic_video" else "images"
+MEDIA_DIR = f"data/{{dataset}}/{MEDIA}"
 N_SHARDS = config["features"]["shards"]
 FEATURE_SPLITS = config["features"]["splits"]
 

@@ -43,6 +43,31 @@ if SOURCE == "files":
             "../scripts/data_files.py"
 
 
+if SOURCE == "synthetic_video":
+
+    rule data_synthetic_video:
+        """Generate the seeded synthetic video scenes (clips whose captions need time to be
+        right, with their time-reversed hard negatives), then check every clip decodes."""
+        output:
+            manifests=manifests(),
+            videos=directory("data/{dataset}/videos"),
+            summary="data/{dataset}/summary.json",
+            validation="data/{dataset}/validation.json",
+        params:
+            synthetic_video=config.get("synthetic_video"),
+            seed=config["seed"],
+            skip_bad_examples=config["dataset"]["skip_bad_examples"],
+        log:
+            "logs/{dataset}/data_synthetic_video.log",
+        benchmark:
+            "benchmarks/runs/{dataset}/data_synthetic_video.tsv"
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        script:
+            "../scripts/data_synthetic_video.py"
+
+
 if SOURCE == "synthetic":
 
     rule data_synthetic:

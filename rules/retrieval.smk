@@ -32,12 +32,17 @@ def start_input(part):
 
 def caption_inputs(split):
     return {"manifests": manifests(tables=["images", "captions"], splits=[split]),
-            "images": "data/{dataset}/images"}
+            "images": MEDIA_DIR}
+
+
+VIDEO = config["student"].get("frames", 1) > 1
 
 
 def retrieval_models():
-    """Every evaluated retrieval model: both Fast models, Slow and one re-ranker per K."""
-    return [*FAST_MODELS, "slow", *(f"rerank_k{k}" for k in RETRIEVAL["rerank"]["ks"])]
+    """Every evaluated retrieval model: both Fast models, Slow and one re-ranker per K; on video
+    also Fast and Slow shown one frame per clip (the single-frame baseline)."""
+    return [*FAST_MODELS, "slow", *(f"rerank_k{k}" for k in RETRIEVAL["rerank"]["ks"]),
+            *(["fast_1frame", "slow_1frame"] if VIDEO else [])]
 
 
 def retrieval_results(dataset=DATASET):
@@ -153,6 +158,29 @@ rule retrieval_eval_slow:
         "logs/{dataset}/retrieval/seed-{seed}/eval-slow.log",
     benchmark:
         "benchmarks/runs/{dataset}/retrieval/seed-{seed}/eval-slow.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/retrieval_eval.py"
+
+
+rule retrieval_eval_single_frame:
+    """A video model shown each gallery clip's middle frame only: what time adds, same weights."""
+    input:
+        unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
+        model="models/{dataset}/retrieval/seed-{seed}/{kind}.safetensors",
+    output:
+        "results/{dataset}/retrieval/seed-{seed}/{kind}_1frame.json",
+    wildcard_constraints:
+        kind="fast|slow",
+    params:
+        **EVAL_PARAMS,
+    threads: 2
+    log:
+        "logs/{dataset}/retrieval/seed-{seed}/eval-{kind}_1frame.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/eval-{kind}_1frame.tsv"
     resources:
         mem_mb=4000,
         runtime=120,

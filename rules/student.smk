@@ -9,7 +9,7 @@ rule student_pretrain:
     """Pre-train the cross-modal student: ITM with hard negatives + bidirectional captioning."""
     input:
         manifests(tables=["images", "captions"], splits=["train"]),
-        images="data/{dataset}/images",
+        images=MEDIA_DIR,
     output:
         model="models/{dataset}/student/pretrained.safetensors",
         metrics="models/{dataset}/student/pretrained.json",

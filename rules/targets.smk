@@ -10,7 +10,7 @@ rule data_all:
     """data/<dataset>/: manifests, images and the teachers' text corpus."""
     input:
         expand(manifests(), dataset=DATASET),
-        f"data/{DATASET}/images",
+        f"data/{DATASET}/{MEDIA}",
         f"data/{DATASET}/summary.json",
         f"data/{DATASET}/texts.parquet",
 

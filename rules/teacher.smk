@@ -6,7 +6,7 @@ def teacher_items(wildcards):
     if wildcards.modality == "vision":
         return {
             "manifests": manifests(tables=["images"], splits=FEATURE_SPLITS),
-            "images": "data/{dataset}/images",
+            "images": MEDIA_DIR,
         }
     return {"corpus": "data/{dataset}/texts.parquet"}
 

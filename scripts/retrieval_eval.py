@@ -1,9 +1,9 @@
-"""Rules retrieval_eval_fast and retrieval_eval_slow: recall, median rank, latency per query."""
+"""Rules retrieval_eval_fast, _slow and _single_frame: recall, median rank, latency per query."""
 
 from pathlib import Path
 
 from vldistill.io import write_json
-from vldistill.stages.retrieval import evaluate_fast, evaluate_slow
+from vldistill.stages.retrieval import evaluate_fast, evaluate_single_frame, evaluate_slow
 from vldistill.workflow import rule_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -14,6 +14,9 @@ common = {"root": Path("data") / smk.wildcards.dataset, "split": smk.params.spli
 with rule_logging(smk.log[0], smk.threads) as log:
     if smk.rule == "retrieval_eval_slow":
         result = evaluate_slow(slow_path=smk.input.slow, **common)
+    elif smk.rule == "retrieval_eval_single_frame":
+        result = evaluate_single_frame(model_path=smk.input.model, kind=smk.wildcards.kind,
+                                       **common)
     else:
         result = evaluate_fast(fast_path=smk.input.fast, index_path=smk.input.index, **common)
     result["seed"] = int(smk.wildcards.seed)  # the report aggregates over seeds

@@ -65,7 +65,29 @@ def semantic_errors(config: dict) -> list[str]:
                 "synthetic.min_objects: must not exceed synthetic.max_objects "
                 f"({synthetic.get('min_objects')} > {synthetic.get('max_objects')})"
             )
-    if config.get("dataset", {}).get("source") == "files":
+    source = config.get("dataset", {}).get("source")
+    video = source == "synthetic_video" or any(
+        s.get("format") == "vatex" for s in config.get("sources") or [])
+    frames = config.get("student", {}).get("frames", 1)
+    if source == "synthetic_video" and not config.get("synthetic_video"):
+        problems.append("synthetic_video: required when dataset.source is 'synthetic_video'")
+    if video and frames < 2:
+        problems.append("student.frames: a video dataset needs the towers to read several "
+                        "frames per clip (e.g. 8)")
+    if not video and frames > 1:
+        problems.append(f"student.frames: {frames} frames per item, but the dataset has still "
+                        "images; use 1")
+    if video:
+        # the teachers cache still images, so MAD (and everything that reads the caches) has no
+        # per-frame targets yet
+        if config.get("finetune", {}).get("tasks"):
+            problems.append("finetune.tasks: a video dataset has captions only; use []")
+        for part in ("slow", "fast"):
+            init = config.get("retrieval", {}).get(part, {}).get("init", "mad")
+            if init == "mad":
+                problems.append(f"retrieval.{part}.init: 'mad' needs per-frame teacher "
+                                "features, not cached for video yet; use 'pretrained' or 'scratch'")
+    if source == "files":
         for key in ("sources", "image_roots"):
             if not config.get(key):
                 problems.append(f"{key}: required when dataset.source is 'files' (README, "
@@ -103,8 +125,11 @@ def retrieval_errors(config: dict) -> list[str]:
     if not retrieval:
         return []
     problems: list[str] = []
-    synthetic = config.get("synthetic")
-    if config.get("dataset", {}).get("source") != "synthetic" or not synthetic:
+    source = config.get("dataset", {}).get("source")
+    # the generator's section: its counts are the gallery sizes
+    section = {"synthetic": "synthetic", "synthetic_video": "synthetic_video"}.get(source)
+    synthetic = config.get(section) if section else None
+    if not synthetic:
         return problems
     split = retrieval.get("split", "test")
     gallery = synthetic.get("counts", {}).get(split)
@@ -114,20 +139,21 @@ def retrieval_errors(config: dict) -> list[str]:
         if k > gallery:
             problems.append(
                 f"retrieval.rerank.ks[{i}]: re-ranking the top {k} needs at least {k} gallery "
-                f"images, but the {split!r} gallery has synthetic.counts.{split} = {gallery}"
+                f"images, but the {split!r} gallery has {section}.counts.{split} = {gallery}"
             )
     ivf = re.search(r"IVF(\d+)", str(retrieval.get("index", {}).get("factory", "")))
     if ivf and int(ivf.group(1)) > gallery:
         problems.append(
             f"retrieval.index.factory: {ivf.group(0)} needs at least {ivf.group(1)} vectors to "
-            f"train its lists, but the {split!r} gallery has synthetic.counts.{split} = {gallery}"
+            f"train its lists, but the {split!r} gallery has {section}.counts.{split} = {gallery}"
         )
     per_image = retrieval.get("captions_per_image", 1)
-    generated = synthetic.get("captions_per_image", 5)
+    key = "captions_per_clip" if section == "synthetic_video" else "captions_per_image"
+    generated = synthetic.get(key, 5)
     if per_image > generated:
         problems.append(
             f"retrieval.captions_per_image: {per_image} queries per image, but the generator "
-            f"writes synthetic.captions_per_image = {generated} captions per image"
+            f"writes {section}.{key} = {generated} captions per item"
         )
     return problems
 

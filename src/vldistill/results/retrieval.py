@@ -38,10 +38,12 @@ def rerank_k(model: str) -> int | None:
 
 
 def model_order(model: str) -> tuple[int, int]:
-    """The ceiling, fast, fast_distilled, slow, then the re-rankers by K."""
-    fixed = {"ceiling": -1, "fast": 0, "fast_distilled": 1, "slow": 2}
+    """The ceiling, fast, fast_distilled, slow, then the re-rankers by K; a video model's
+    single-frame evaluation (``*_1frame``) right after the model."""
+    fixed = {"ceiling": (-1, 0), "fast": (0, 0), "fast_1frame": (0, 1), "fast_distilled": (1, 0),
+             "slow": (2, 0), "slow_1frame": (2, 1)}
     if model in fixed:
-        return fixed[model], 0
+        return fixed[model]
     k = rerank_k(model)
     if k is None:
         raise ValueError(f"unknown retrieval model {model!r}")
@@ -77,8 +79,8 @@ def result_rows(result: dict[str, Any], dataset: str, split: str) -> list[dict[s
                   "n": int(ceiling["n"]), "reference": 100.0 * min(int(name[2:]), gallery)
                   / gallery, "reference_kind": "chance"}
                  for name, value in ceiling.items() if name != "n"]
-    latency = result["latency_ms_per_query"]
-    for part in LATENCY:
+    latency = result.get("latency_ms_per_query", {})  # untimed ablations have none
+    for part in LATENCY if latency else ():
         rows.append({**base, "metric": f"{part}_ms", "value": float(latency[part]),
                      "n": int(result["queries"]), "reference": None, "reference_kind": None})
     rows.append({**base, "metric": "slow_calls", "value": float(result["slow_calls_per_query"]),

@@ -30,7 +30,9 @@ from vldistill.data.manifest import (
     read_manifest,
 )
 from vldistill.data.synthetic import SyntheticConfig, generate
+from vldistill.data.synthetic_video import SyntheticVideoConfig, generate_video
 from vldistill.data.validate import validate_dataset
+from vldistill.data.video import write_clip
 from vldistill.io import atomic_output, write_json
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,15 @@ log = logging.getLogger(__name__)
 def make_synthetic(params: dict, seed: int, root: str | Path, summary_path: str | Path) -> dict:
     """Generate the synthetic scenes benchmark under ``root`` and write a JSON summary."""
     summary = generate(SyntheticConfig.from_dict(params), root, seed=seed)
+    write_json(summary, summary_path)
+    return summary
+
+
+def make_synthetic_video(params: dict, seed: int, root: str | Path,
+                         summary_path: str | Path) -> dict:
+    """Generate the synthetic video scenes under ``root`` (lossless clips) and a JSON summary."""
+    summary = generate_video(SyntheticVideoConfig.from_dict(params), root, seed=seed,
+                             write_clip=write_clip)
     write_json(summary, summary_path)
     return summary
 

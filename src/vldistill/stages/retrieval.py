@@ -23,7 +23,7 @@ from safetensors.torch import load_file, load_model, save_model
 
 from vldistill.data.images import iter_image_batches
 from vldistill.data.manifest import manifest_path, read_manifest
-from vldistill.data.video import VisualBank, load_visual_bank
+from vldistill.data.video import ClipBank, VisualBank, load_visual_bank
 from vldistill.eval.retrieval import median_rank, recall_at_k, retrieval_metrics
 from vldistill.io import atomic_output, canonicalise_safetensors
 from vldistill.models.config import StudentConfig
@@ -335,6 +335,50 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
         "latency_ms_per_query": {"fast": fast_ms, "slow": 0.0, "total": fast_ms},
         "slow_calls_per_query": 0, "gallery": n_gallery, "queries": n_queries,
         "seeds": query_seeds(extra.get("seeds", {}), max_queries),
+    }
+
+
+def middle_frame(data: RetrievalSet) -> RetrievalSet:
+    """The same queries over the gallery clips cut to their middle frame (T = 1)."""
+    pixels = data.bank.pixels
+    if pixels.dim() != 5:
+        raise ValueError("a single-frame evaluation needs a video gallery")
+    middle = pixels.shape[1] // 2
+    bank = ClipBank(data.bank.ids, pixels[:, middle:middle + 1].contiguous())
+    return dataclasses.replace(data, bank=bank)
+
+
+@torch.no_grad()
+def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str, split: str,
+                          captions_per_image: int, max_queries: int | None = None,
+                          max_pairs: int = 512) -> dict[str, Any]:
+    """A video model (``kind`` fast or slow) shown only each clip's middle frame: the same
+    weights and queries as its full evaluation, so the gap is what the other frames add.
+    Fast scores are exact dot products here (no index: it holds all-frame embeddings)."""
+    if kind == "slow":
+        slow, directions = load_slow(model_path)
+        data = middle_frame(retrieval_set(root, split, captions_per_image, slow.cfg,
+                                          max_queries))
+        levels = gallery_levels(slow, data.bank)
+        matrix = slow.decoder.pairwise_scores(levels, data.ids, data.mask, max_pairs,
+                                              directions)
+        seeds = checkpoint_seeds(model_path)
+    elif kind == "fast":
+        fast, extra = load_fast(model_path)
+        data = middle_frame(retrieval_set(root, split, captions_per_image, fast.cfg,
+                                          max_queries))
+        matrix = embed_gallery(fast, data.bank) @ embed_queries(fast, data.ids, data.mask).T
+        seeds = extra.get("seeds", {})
+    else:
+        raise ValueError(f"kind must be 'fast' or 'slow', got {kind!r}")
+    n_gallery, n_queries = matrix.shape
+    return {
+        "model": f"{kind}_1frame",
+        "t2i": retrieval_metrics(matrix.T, data.gold),
+        "i2t": retrieval_metrics(matrix[data.queried_images], data.image_to_text_gold),
+        "slow_calls_per_query": n_gallery if kind == "slow" else 0,
+        "gallery": n_gallery, "queries": n_queries,
+        "seeds": query_seeds(seeds, max_queries),
     }
 
 
