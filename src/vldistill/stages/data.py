@@ -20,6 +20,7 @@ from vldistill.data.formats import (
     images_in_several_splits,
     write_dataset,
 )
+from vldistill.data.formats.vatex import require_clips
 from vldistill.data.image_roots import link_image_roots, resolve
 from vldistill.data.manifest import (
     SPLITS,
@@ -77,7 +78,10 @@ def load_source(source: dict[str, Any], root: Path, seed: int) -> Tables:
     files = {official: (tuple(resolve(root, p) for p in path) if isinstance(path, list)
                         else resolve(root, path))
              for official, path in annotations.items()}
-    return LOADERS[fmt](files, root, image_dir, splits=rules)
+    tables = LOADERS[fmt](files, root, image_dir, splits=rules)
+    if fmt == "vatex":  # YouTube clips are placed by hand: say exactly which are missing
+        require_clips(root, tables)
+    return tables
 
 
 def make_from_sources(sources: Sequence[dict[str, Any]], image_roots: dict[str, list[str]],
