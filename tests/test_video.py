@@ -328,3 +328,20 @@ def test_vatex_manifests_pass_validation_and_a_broken_clip_is_named_or_dropped(v
     left = read_manifest(manifest_path(root, "test", "captions"), "captions")
     assert broken_id not in set(left["image_id"])
     assert validate_dataset(root, skip_bad_examples=False)["skipped"]["test"]["images"] == 0
+
+
+def test_a_vatex_source_goes_through_the_data_stage_after_its_clip_check(vatex, tmp_path):
+    from vldistill.data.download import MissingDataError
+    from vldistill.stages.data import make_from_sources
+
+    root, files = vatex
+    sources = [{"format": "vatex", "images": "vatex",
+                "annotations": {split: str(path) for split, path in files.items()}}]
+    roots = {"vatex": [str(root / "clips")]}  # absolute: the user's own folder of cut clips
+    summary = make_from_sources(sources, roots, 0, root, tmp_path / "summary.json")
+    assert summary["counts"]["train"] == {"images": 1, "captions": 10, "vqa": 0, "ve": 0,
+                                          "vcr": 0}
+    assert (root / "images/vatex" / f"{TRAIN_IDS[0]}.mp4").is_symlink()
+    (root / "clips" / f"{VAL_IDS[1]}.mp4").unlink()
+    with pytest.raises(MissingDataError, match=VAL_IDS[1]):
+        make_from_sources(sources, roots, 0, root, tmp_path / "summary.json")
