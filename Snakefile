@@ -47,14 +47,11 @@ rule all:
     default_target: True
     input:
         rules.results_table.output,
-        # the teacher caches, when anything reads them (MAD, the teacher methods); a video
-        # dataset's runs do not (MAD on clips needs per-frame targets: not cached yet)
+        # both teacher caches (for clips: per sampled frame)
         expand(
             "features/{dataset}/{modality}-{teacher}/index.parquet",
             zip,
             dataset=[DATASET] * 2,
             modality=["vision", "text"],
             teacher=[teacher_name("vision"), teacher_name("text")],
-        )
-        if config["student"].get("frames", 1) == 1
-        else [],
+        ),

@@ -15,7 +15,8 @@ with rule_logging(smk.log[0], smk.threads):
             f"teachers.{wc.modality}.name is {smk.params.teacher['name']!r}"
         )
     if wc.modality == "vision":
-        items = image_items(Path(smk.input.images).parent, list(smk.input.manifests))
+        items = image_items(Path(smk.input.images).parent, list(smk.input.manifests),
+                            smk.params.frames)
     else:
         items = text_items(smk.input.corpus)
     cache_teacher_shard(
@@ -27,4 +28,5 @@ with rule_logging(smk.log[0], smk.threads):
         n_shards=int(wc.n),
         out_path=smk.output.shard,
         stats_path=smk.output.stats,
+        frames=smk.params.frames,
     )

@@ -345,3 +345,18 @@ def test_a_vatex_source_goes_through_the_data_stage_after_its_clip_check(vatex, 
     (root / "clips" / f"{VAL_IDS[1]}.mp4").unlink()
     with pytest.raises(MissingDataError, match=VAL_IDS[1]):
         make_from_sources(sources, roots, 0, root, tmp_path / "summary.json")
+
+
+def test_teacher_items_of_clips_are_their_sampled_frames(vatex, tmp_path):
+    from vldistill.data.formats import load_vatex, write_dataset
+    from vldistill.data.manifest import manifest_path
+    from vldistill.stages.teacher import image_items, load_pictures
+
+    root, files = vatex
+    write_dataset(root, load_vatex(files, root, "clips"))
+    items = image_items(root, [manifest_path(root, "train", "images")], frames=4)
+    clip = f"vatex-{TRAIN_IDS[0]}"
+    assert items["key"].to_list() == [f"{clip}#{t:02d}" for t in range(4)]
+    pictures = load_pictures(items["payload"].to_list(), 4, 16)
+    expected = read_clip(root / "clips" / f"{TRAIN_IDS[0]}.mp4", 4, 16)
+    assert [np.asarray(p).tolist() for p in pictures] == [f.tolist() for f in expected]

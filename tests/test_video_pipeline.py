@@ -37,7 +37,13 @@ def test_a_tiny_video_run_reports_text_to_clip_recall_with_a_single_frame_baseli
             "slow_1frame"} <= models
     recall = table.filter(pl.col("metric") == "t2i_R@1")
     assert (recall["n"] == 6 * 2).all()  # 2 queries per clip of the 6-clip gallery
-    assert not (video_run / "features").exists()  # no teacher reads clips yet
+    # the teachers cached every sampled frame of the training clips
+    index = json.loads(
+        (video_run / "features/tiny-video/vision-efficientnet_lite0/index.json").read_text())
+    assert index["n"] == 12 * 4
+    keys = pl.read_parquet(video_run / "features/tiny-video/vision-efficientnet_lite0/"
+                           "index.parquet")["key"]
+    assert sorted(keys)[:4] == [f"{sorted(keys)[0][:-3]}#{t:02d}" for t in range(4)]
     summary = json.loads((video_run / "data/tiny-video/summary.json").read_text())
     assert summary["n_frames"] == 8 and summary["counts"]["test"]["images"] == 6
     clip = pl.read_parquet(video_run / "data/tiny-video/manifest/test/images.parquet")

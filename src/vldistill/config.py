@@ -78,15 +78,15 @@ def semantic_errors(config: dict) -> list[str]:
         problems.append(f"student.frames: {frames} frames per item, but the dataset has still "
                         "images; use 1")
     if video:
-        # the teachers cache still images, so MAD (and everything that reads the caches) has no
-        # per-frame targets yet
+        # the teachers cache every sampled frame, but MAD's token alignment (and the teacher
+        # methods' probe) read one picture per item: not wired for clips yet
         if config.get("finetune", {}).get("tasks"):
             problems.append("finetune.tasks: a video dataset has captions only; use []")
         for part in ("slow", "fast"):
             init = config.get("retrieval", {}).get(part, {}).get("init", "mad")
             if init == "mad":
-                problems.append(f"retrieval.{part}.init: 'mad' needs per-frame teacher "
-                                "features, not cached for video yet; use 'pretrained' or 'scratch'")
+                problems.append(f"retrieval.{part}.init: 'mad' distils one picture per item; "
+                                "MAD over clips is not wired yet: use 'pretrained' or 'scratch'")
     if source == "files":
         for key in ("sources", "image_roots"):
             if not config.get(key):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+from PIL import Image
 
 from vldistill.data.images import decode_rgb
 from vldistill.data.manifest import read_manifest
+from vldistill.data.video import read_clip
 from vldistill.features.cache import cache_shard, gather_index, shard_slice
 from vldistill.io import atomic_output, write_json
 from vldistill.teachers.factory import (
@@ -24,15 +27,39 @@ log = logging.getLogger(__name__)
 MODALITIES = ("vision", "text")
 
 
-def image_items(root: str | Path, image_manifests: list[str | Path]) -> pl.DataFrame:
-    """(key, path) of every image in the given manifests, sorted by key for stable sharding."""
-    frames = [read_manifest(p, "images").select("image_id", "image_path") for p in image_manifests]
-    items = pl.concat(frames).unique("image_id").sort("image_id")
-    return items.select(
+def image_items(root: str | Path, image_manifests: list[str | Path],
+                frames: int = 1) -> pl.DataFrame:
+    """(key, path) of every image in the given manifests, sorted by key for stable sharding.
+
+    For clips (``frames`` > 1) one item per sampled frame: key ``<clip id>#<t>`` (two digits,
+    so keys sort in frame order), payload ``<path>#<t>``; the teacher sees still frames.
+    """
+    tables = [read_manifest(p, "images").select("image_id", "image_path") for p in image_manifests]
+    items = pl.concat(tables).unique("image_id").select(
         pl.col("image_id").alias("key"),
         pl.col("image_path").map_elements(lambda p: str(Path(root) / p), return_dtype=pl.String)
         .alias("payload"),
     )
+    if frames > 1:
+        t = pl.DataFrame({"t": [f"#{i:02d}" for i in range(frames)]})
+        items = items.join(t, how="cross").select(pl.col("key") + pl.col("t"),
+                                                  pl.col("payload") + pl.col("t"))
+    return items.sort("key")
+
+
+def load_pictures(payloads: list[str], frames: int, size: int) -> list[Image.Image]:
+    """Still images by path, or clip frames by ``<path>#<t>`` (each clip decoded once per call,
+    its ``frames`` frames sampled as the students sample them)."""
+    if frames == 1:
+        return [decode_rgb(p) for p in payloads]
+    clips: dict[str, Any] = {}
+    out = []
+    for payload in payloads:
+        path, t = payload.rsplit("#", 1)
+        if path not in clips:
+            clips[path] = read_clip(path, frames, size)
+        out.append(Image.fromarray(clips[path][int(t)]))
+    return out
 
 
 def text_items(corpus_path: str | Path) -> pl.DataFrame:
@@ -50,6 +77,7 @@ def cache_teacher_shard(
     n_shards: int,
     out_path: str | Path,
     stats_path: str | Path,
+    frames: int = 1,
 ) -> dict:
     """Encode shard ``shard`` of ``n_shards`` of ``items`` (key, payload) with the teacher.
 
@@ -65,7 +93,7 @@ def cache_teacher_shard(
         encode = create_vision_teacher(cfg, device=device).encode_images
 
         def load(keys: list[str]) -> list:
-            return [decode_rgb(payload_of[k]) for k in keys]
+            return load_pictures([payload_of[k] for k in keys], frames, cfg.image_size)
     else:
         cfg = text_config_from_dict(teacher)
         encode = create_text_teacher(cfg, device=device).encode_texts
