@@ -25,6 +25,7 @@ with rule_logging(smk.log[0], max(1, smk.threads // nproc)):
             seed=int(smk.wildcards.seed),
             distill=smk.params.distill,
             slow_path=smk.input.get("slow"),
+            hard_negatives=fast.get("hard_negatives", False),
             out_path=smk.output.model,
             metrics_path=smk.output.metrics,
         )

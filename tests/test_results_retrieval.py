@@ -83,3 +83,14 @@ def test_the_caption_ceiling_becomes_its_own_rows():
     rows = [r for r in result_rows(slow, "d", "test") if r["method"] == "ceiling"]
     assert {r["metric"] for r in rows} == {"t2i_R@1", "t2i_R@5", "t2i_R@10"}
     assert sorted(["slow", "ceiling", "fast"], key=model_order)[0] == "ceiling"
+
+
+
+def test_hard_negative_accuracy_becomes_a_row_against_chance():
+    fast = {**result("fast", 0, 20.0, 1.0, 0), "hard_negative": {"accuracy": 62.5, "n": 40}}
+    (row,) = [r for r in result_rows(fast, "d", "test") if r["metric"] == "hard_negative_acc"]
+    assert (row["value"], row["n"], row["reference"], row["reference_kind"]) == \
+        (62.5, 40, 50.0, "chance")
+    text = "\n".join(markdown_lines(summarise(pl.DataFrame(
+        result_rows(fast, "d", "test"), schema=collect([], "d", "test").schema))))
+    assert "hard neg" in text and "62.5" in text and "chance 50" in text

@@ -54,3 +54,22 @@ def test_one_direction_ignores_what_the_other_sees():
         0.5 * slow_to_fast_kl(fast, slow, 0.05, 0.5, ("t2i",)).item(), rel=1e-5)
     with pytest.raises(ValueError, match="directions"):
         slow_to_fast_kl(fast, slow, 0.05, 0.5, ("sideways",))
+
+
+def test_hard_negatives_join_only_the_image_to_text_softmax():
+    g = torch.Generator().manual_seed(2)
+    similarity = torch.randn(4, 4, generator=g)
+    negatives = torch.randn(4, 3, generator=g)
+    tau = 0.1
+    labels = torch.arange(4)
+    by_hand = 0.5 * (
+        torch.nn.functional.cross_entropy(torch.cat([similarity, negatives], 1) / tau, labels)
+        + torch.nn.functional.cross_entropy(similarity.T / tau, labels))
+    assert info_nce(similarity, tau, negatives).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    # extra wrong texts can only raise the loss; -inf (a negative true of that image) is left out
+    assert info_nce(similarity, tau, negatives) > info_nce(similarity, tau)
+    left_out = torch.full((4, 3), float("-inf"))
+    assert info_nce(similarity, tau, left_out).item() == pytest.approx(
+        info_nce(similarity, tau).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="hard negatives must be"):
+        info_nce(similarity, tau, torch.zeros(3, 2))

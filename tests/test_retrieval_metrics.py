@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from vldistill.eval.retrieval import median_rank, ranks_from_scores, recall_at_k, retrieval_metrics
+from vldistill.eval.retrieval import (
+    hard_negative_accuracy,
+    median_rank,
+    ranks_from_scores,
+    recall_at_k,
+    retrieval_metrics,
+)
 
 
 def brute_force_ranks(scores, gold_mask):
@@ -41,3 +47,15 @@ def test_hand_checked_case_with_single_gold_indices_and_ties():
 def test_a_query_without_a_correct_item_is_an_error():
     with pytest.raises(ValueError, match="at least one correct item"):
         ranks_from_scores(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool))
+
+
+def test_hard_negative_accuracy_counts_ties_half():
+    scores = hard_negative_accuracy(torch.tensor([2.0, 1.0, 0.5, 3.0]),
+                                    torch.tensor([1.0, 1.0, 0.7, 3.0]))
+    assert scores == {"accuracy": pytest.approx(100 * (1 + 0.5 + 0 + 0.5) / 4), "n": 4}
+    # a model blind to the difference (equal scores) sits exactly at chance
+    assert hard_negative_accuracy(torch.ones(5), torch.ones(5))["accuracy"] == 50.0
+    with pytest.raises(ValueError, match="no pairs"):
+        hard_negative_accuracy(torch.empty(0), torch.empty(0))
+    with pytest.raises(ValueError, match="two \\[P\\] score vectors"):
+        hard_negative_accuracy(torch.ones(3), torch.ones(2))

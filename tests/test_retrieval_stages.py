@@ -109,12 +109,45 @@ def test_index_fast_slow_and_rerank_evaluate_one_gallery(root, student_checkpoin
         evaluate_rerank(fast_path=tmp_path / "fast.safetensors",
                         index_path=tmp_path / "fast.faiss",
                         slow_path=tmp_path / "slow.safetensors", k=5, beta=0.0, **common)
+    check_hard_negatives(root, tmp_path, fast, slow)
     top1 = evaluate_rerank(fast_path=tmp_path / "fast.safetensors",
                            index_path=tmp_path / "fast.faiss",
                            slow_path=tmp_path / "slow.safetensors", k=1, beta=0.5, **common)
     # re-ranking one candidate cannot change the order: R@K equals Fast's
     assert top1["t2i"]["R@1"] == fast["t2i"]["R@1"] and top1["slow_calls_per_query"] == 1
 
+
+
+def check_hard_negatives(root, tmp_path, fast: dict, slow: dict) -> None:
+    """Each model's hard-negative accuracy, recomputed pair by pair from the manifests: the
+    query's own image with the caption against the caption's hard negative."""
+    import polars as pl
+
+    from vldistill.data.manifest import manifest_path, read_manifest
+    from vldistill.models.tokenizer import Tokenizer
+    from vldistill.stages.retrieval import retrieval_set
+
+    captions = read_manifest(manifest_path(root, "test", "captions"), "captions")
+    queries = captions.filter(pl.int_range(pl.len()).over("image_id") < 2)
+    assert queries["hard_negative"].null_count() == 0
+    fast_model, _ = load_fast(tmp_path / "fast.safetensors")
+    slow_model, directions = load_slow(tmp_path / "slow.safetensors")
+    data = retrieval_set(root, "test", 2, fast_model.cfg)
+    tokenize = Tokenizer(fast_model.cfg.context_length)
+    wins = {"fast": 0.0, "slow": 0.0}
+    for q, row in enumerate(queries.iter_rows(named=True)):
+        image = data.bank.at(data.gold[q:q + 1])
+        ids, mask = tokenize([row["caption"], row["hard_negative"]])
+        with torch.no_grad():
+            fast_scores = fast_model.encode_text(ids, mask) @ fast_model.encode_image(image)[0]
+            slow_scores = slow_model.slow_score_matrix(image, ids, mask,
+                                                       directions=directions)[0]
+        for name, (pos, neg) in (("fast", fast_scores), ("slow", slow_scores)):
+            wins[name] += 1.0 if pos > neg else 0.5 if pos == neg else 0.0
+    for name, result in (("fast", fast), ("slow", slow)):
+        assert result["hard_negative"]["n"] == len(queries)
+        assert result["hard_negative"]["accuracy"] == pytest.approx(
+            100 * wins[name] / len(queries), abs=1e-9), name
 
 SMALL = StudentConfig(image_size=64, context_length=32)
 
@@ -133,3 +166,30 @@ def test_a_query_subset_is_fixed_and_image_to_text_ranks_only_queried_images(roo
     gold = first.image_to_text_gold
     assert gold.shape == (len(first.queried_images), 5) and bool(gold.any(dim=1).all())
     assert len(retrieval_set(root, "test", 2, SMALL, max_queries=100).gold) == 8
+
+
+def test_a_hard_negative_true_of_another_image_is_not_counted_against_it():
+    from vldistill.stages.retrieval import negative_true_of
+    from vldistill.train.pretrain import CaptionCorpus
+
+    # image 0: caption A, negative B; image 1 (its twin): caption B, negative A; image 2: C, none
+    ids = torch.tensor([[1, 2, 0], [3, 4, 0], [5, 0, 0]])
+    mask = ids > 0
+    negative_ids = torch.tensor([[3, 4, 0], [1, 2, 0], [5, 0, 0]])
+    corpus = CaptionCorpus(torch.tensor([0, 1, 2]), ids, mask, negative_ids, negative_ids > 0,
+                           torch.tensor([True, True, False]))
+    assert negative_true_of(corpus) == {0: frozenset({1}), 1: frozenset({0})}
+
+
+def test_fast_trains_with_hard_negatives_and_records_it(root, student_checkpoint, tmp_path):
+    summary = train_fast(root=root, init="mad", start=student_checkpoint, student=STUDENT,
+                         embed_dim=16, temperature=0.1, training=TRAINING, seed=0,
+                         distill=None, slow_path=None, out_path=tmp_path / "fast.safetensors",
+                         metrics_path=tmp_path / "fast.json", hard_negatives=True)
+    plain = train_fast(root=root, init="mad", start=student_checkpoint, student=STUDENT,
+                       embed_dim=16, temperature=0.1, training=TRAINING, seed=0, distill=None,
+                       slow_path=None, out_path=tmp_path / "plain.safetensors",
+                       metrics_path=tmp_path / "plain.json")
+    assert summary["hard_negatives"] and not plain["hard_negatives"]
+    # same batches and start: the extra wrong texts raise the first step's loss
+    assert summary["history"][0]["loss"] > plain["history"][0]["loss"]

@@ -378,6 +378,35 @@ def test_single_frames_cannot_tell_a_caption_from_its_negative(bench: dict) -> N
     assert len({s.event for s in scripts}) == 9
 
 
+def test_dual_pairs_put_each_clips_time_reversed_twin_beside_it(bench: dict) -> None:
+    """Clip 2k + 1 is the dual of clip 2k: the same frames in another order, its captions the
+    other's hard negatives, so a gallery holding both can only be ranked right by reading time."""
+    def pairs(captions, clip_id: str) -> list[tuple[str, str]]:
+        rows = captions.filter(captions["image_id"] == clip_id)
+        return list(zip(rows["caption"], rows["hard_negative"], strict=True))
+
+    for split in SPLITS:
+        captions = bench["frames"][split]["captions"]
+        for index in range(0, COUNTS[split] - 1, 2):
+            first, second = f"{split}-{index:06d}", f"{split}-{index + 1:06d}"
+            one, two = bench["clips"][first], bench["clips"][second]
+            assert two["script"] == negative_script(one["script"])
+            assert sorted(f.tobytes() for f in one["frames"]) == \
+                sorted(f.tobytes() for f in two["frames"])
+            assert pairs(captions, second) == [(n, c) for c, n in pairs(captions, first)]
+
+
+def test_without_dual_pairs_every_clip_draws_its_own_script(tmp_path: Path) -> None:
+    unpaired = load_generated(tmp_path, SEED, dual_pairs=False)
+    scripts = [unpaired["clips"][f"train-{i:06d}"]["script"] for i in range(COUNTS["train"])]
+    assert not any(scripts[i + 1] == negative_script(scripts[i])
+                   for i in range(0, len(scripts) - 1, 2))
+    cfg = SyntheticVideoConfig(counts=COUNTS, extension=".npy", dual_pairs=False)
+    assert make_clip(cfg, SEED, "train", 4).script == scripts[4]  # even clips are unchanged
+    with pytest.raises(ValueError, match="dual_pairs"):
+        SyntheticVideoConfig(dual_pairs="yes")
+
+
 def test_captions_differ_from_negatives_and_each_other(bench: dict) -> None:
     rows = caption_rows(bench)
     assert len(rows) == 5 * len(bench["clips"])

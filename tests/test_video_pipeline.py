@@ -15,7 +15,8 @@ OVERLAY = {
     "student": {"frames": 4},
     "finetune": {"tasks": []},
     "retrieval": {"max_queries": None, "slow": {"init": "pretrained"},
-                  "fast": {"init": "pretrained"}, "rerank": {"ks": [1, 4]}},
+                  "fast": {"init": "pretrained", "hard_negatives": True},
+                  "rerank": {"ks": [1, 4]}},
 }
 
 
@@ -37,6 +38,14 @@ def test_a_tiny_video_run_reports_text_to_clip_recall_with_a_single_frame_baseli
             "slow_1frame"} <= models
     recall = table.filter(pl.col("metric") == "t2i_R@1")
     assert (recall["n"] == 6 * 2).all()  # 2 queries per clip of the 6-clip gallery
+    # every caption has a hard negative (the time-reversed clip's): a coin flip is the reference
+    hard = table.filter(pl.col("metric") == "hard_negative_acc")
+    assert set(hard["method"]) == {"fast", "fast_distilled", "slow", "fast_1frame",
+                                   "slow_1frame"}
+    assert (hard["n"] == 12).all() and (hard["reference"] == 50.0).all()
+    assert hard["value"].is_between(0, 100).all()
+    fast = json.loads((video_run / "models/tiny-video/retrieval/seed-0/fast.json").read_text())
+    assert fast["hard_negatives"] is True
     # the teachers cached every sampled frame of the training clips
     index = json.loads(
         (video_run / "features/tiny-video/vision-efficientnet_lite0/index.json").read_text())
@@ -48,5 +57,9 @@ def test_a_tiny_video_run_reports_text_to_clip_recall_with_a_single_frame_baseli
     assert summary["n_frames"] == 8 and summary["counts"]["test"]["images"] == 6
     clip = pl.read_parquet(video_run / "data/tiny-video/manifest/test/images.parquet")
     assert clip["image_path"][0].endswith(".mp4")
+    # dual pairs: the gallery holds each clip's time-reversed twin
+    captions = pl.read_parquet(video_run / "data/tiny-video/manifest/test/captions.parquet")
+    first, twin = (captions.filter(pl.col("image_id") == clip["image_id"][i]) for i in (0, 1))
+    assert first["hard_negative"].to_list() == twin["caption"].to_list()
     assert json.loads((video_run / "data/tiny-video/validation.json").read_text())[
         "reasons"] == {}

@@ -110,6 +110,8 @@ class SyntheticVideoConfig:
     min_objects: int = 1
     max_objects: int = 3
     extension: str = ".mkv"
+    # clip 2k + 1 is the dual of clip 2k: the gallery then holds every clip's time-reversed twin
+    dual_pairs: bool = True
 
     def __post_init__(self) -> None:
         # a private copy, so mutating the caller's dict cannot change a frozen config
@@ -140,6 +142,9 @@ class SyntheticVideoConfig:
         _check_int("max_objects", self.max_objects, self.min_objects)
         if self.max_objects > MAX_OBJECTS:
             raise ValueError(f"synthetic video config max_objects must be <= {MAX_OBJECTS}")
+        if not isinstance(self.dual_pairs, bool):
+            raise ValueError(f"synthetic video config dual_pairs must be true or false, got "
+                             f"{self.dual_pairs!r}")
         if not isinstance(self.extension, str) or not _EXTENSION.fullmatch(self.extension):
             raise ValueError(
                 f"synthetic video config extension must look like '.mkv', got {self.extension!r}"
@@ -508,14 +513,24 @@ class Clip:
 
 
 def make_clip(cfg: SyntheticVideoConfig, seed: int, split: str, index: int) -> Clip:
-    """One clip's script and captions, from its own random streams (no other clip matters)."""
+    """One clip's script and captions, from its own random streams (no other clip matters).
+
+    With ``dual_pairs`` an odd index is instead the dual of the clip before it, its captions
+    that clip's hard negatives and vice versa: the two show the same frames in opposite order,
+    so in a gallery holding both, only a model that reads time can rank the right one first (a
+    single frame or a bag of frames ties them). An odd count leaves the last clip unpaired."""
+    clip_id = f"{split}-{index:06d}"
+    if cfg.dual_pairs and index % 2:
+        twin = make_clip(cfg, seed, split, index - 1)
+        return Clip(clip_id, split, negative_script(twin.script),
+                    [(negative, caption) for caption, negative in twin.captions])
     script = sample_script(
         clip_rng(seed, split, index, "script"), SPLIT_DOMAINS[split], cfg.n_frames,
         cfg.min_objects, cfg.max_objects, geometry(cfg.image_size),
     )
     captions = make_captions(script, clip_rng(seed, split, index, "captions"),
                              cfg.captions_per_clip)
-    return Clip(f"{split}-{index:06d}", split, script, captions)
+    return Clip(clip_id, split, script, captions)
 
 
 def _split_summary(frames: dict[str, pl.DataFrame]) -> dict[str, Any]:

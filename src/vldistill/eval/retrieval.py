@@ -53,3 +53,18 @@ def retrieval_metrics(scores: torch.Tensor, gold: torch.Tensor,
                       ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     ranks = ranks_from_scores(scores, gold)
     return {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks), "n": len(ranks)}
+
+
+def hard_negative_accuracy(positive: torch.Tensor, negative: torch.Tensor) -> dict[str, float]:
+    """How often a model scores an image (or clip) with its own caption above the caption's hard
+    negative, a minimal edit that is false of it (ARO's swap test; for the synthetic clips the
+    same words said of the time-reversed clip). ``positive`` and ``negative`` [P] are the scores
+    of the P (image, caption) and (image, negative) pairs. A tie counts half, so a model that
+    cannot tell the two apart, e.g. one that sees a single frame, scores 50 % exactly."""
+    if positive.shape != negative.shape or positive.ndim != 1:
+        raise ValueError(f"expected two [P] score vectors, got {tuple(positive.shape)} and "
+                         f"{tuple(negative.shape)}")
+    if len(positive) == 0:
+        raise ValueError("no pairs with a hard negative")
+    wins = (positive > negative).double() + 0.5 * (positive == negative).double()
+    return {"accuracy": 100.0 * float(wins.mean()), "n": len(positive)}

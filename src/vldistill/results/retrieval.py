@@ -3,8 +3,11 @@ long table the fine-tuning results use, a seed summary, and a Markdown view.
 
 task is ``retrieval``; method the model (fast, fast_distilled, slow, rerank_k<K>); split the
 gallery split; metrics t2i_R@K / i2t_R@K (percent), t2i/i2t_median_rank, and the latency per
-query in ms (fast_ms, slow_ms, total_ms) with slow_calls per query. The reference beside a recall
-is chance (K / gallery), beside a median rank a random order's ((gallery + 1) / 2). Method
+query in ms (fast_ms, slow_ms, total_ms) with slow_calls per query, and hard_negative_acc: how often
+a model prefers an image's caption to the caption's hard negative (for the synthetic clips, the
+same words said of the time-reversed clip). The reference beside a recall is chance (K /
+gallery), beside a median rank a random order's ((gallery + 1) / 2), beside hard_negative_acc a
+coin flip's 50 %. Method
 ``ceiling`` is the best text -> image R@K any model can reach when gallery images share the
 query's exact caption (see stages.retrieval.caption_ceiling).
 """
@@ -73,6 +76,10 @@ def result_rows(result: dict[str, Any], dataset: str, split: str) -> list[dict[s
             rows.append({**base, "metric": f"{direction}_{name}", "value": float(value),
                          "n": int(metrics["n"]), "reference": reference,
                          "reference_kind": kind})
+    hard = result.get("hard_negative")  # absent where no caption has a hard negative
+    if hard is not None:
+        rows.append({**base, "metric": "hard_negative_acc", "value": float(hard["accuracy"]),
+                     "n": int(hard["n"]), "reference": 50.0, "reference_kind": "chance"})
     ceiling = result.get("t2i_ceiling")  # written with the Slow-only reference
     if ceiling is not None:
         rows += [{**base, "method": "ceiling", "metric": f"t2i_{name}", "value": float(value),
@@ -103,8 +110,8 @@ def collect(paths: Iterable[str | Path], dataset: str, split: str) -> pl.DataFra
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("t2i_R@1", "t2i R@1"), ("t2i_R@5", "R@5"), ("t2i_R@10", "R@10"),
     ("t2i_median_rank", "med r"), ("i2t_R@1", "i2t R@1"), ("i2t_R@5", "R@5"),
-    ("i2t_R@10", "R@10"), ("fast_ms", "Fast ms"), ("slow_ms", "Slow ms"),
-    ("total_ms", "ms/query"), ("slow_calls", "Slow calls"),
+    ("i2t_R@10", "R@10"), ("hard_negative_acc", "hard neg"), ("fast_ms", "Fast ms"),
+    ("slow_ms", "Slow ms"), ("total_ms", "ms/query"), ("slow_calls", "Slow calls"),
 )
 
 
@@ -121,6 +128,11 @@ def markdown_lines(summary: pl.DataFrame) -> list[str]:
     if recall is not None:
         caption += (f"; t2i n = {recall['n']} text queries; chance R@1 = "
                     f"{recall['reference']:.2f}%")
+    hard = next((cell[m, "hard_negative_acc"] for m in models
+                 if (m, "hard_negative_acc") in cell), None)
+    if hard is not None:
+        caption += (f"; hard neg = % of {hard['n']} (image, caption) pairs scored above the "
+                    "caption's hard negative (chance 50)")
     out = [caption, "",
            "| model | " + " | ".join(title for _, title in COLUMNS) + " | speed-up vs Slow |",
            "|---|" + "---:|" * (len(COLUMNS) + 1)]

@@ -1,7 +1,10 @@
 """The Fast model's losses, both over one batch of B aligned (image i, caption i) pairs.
 
 * ``info_nce``: symmetric InfoNCE on the cosine similarities f(x_i).g(y_j) / tau_f, image ->
-  text and text -> image, the positive of row i being column i.
+  text and text -> image, the positive of row i being column i. Optionally the captions' hard
+  negatives join the image -> text softmax as extra wrong texts (NegCLIP, Yuksekgonul et al.,
+  ICLR 2023): without them nothing in the batch asks a dual encoder to tell "moves left and then
+  pauses" from "pauses and then moves right".
 * ``slow_to_fast_kl``: distillation from the Slow model. Per image x_i, the Slow model's
   distribution over the batch's captions q_i = softmax_j(h_slow(x_i, y_j) / tau_s) is the target
   for the Fast model's p_i = softmax_j(f(x_i).g(y_j) / tau_f): KL(q_i || p_i), averaged over rows;
@@ -16,12 +19,24 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(similarity: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric InfoNCE on a [B, B] cosine-similarity matrix (rows: images, columns: texts)."""
+def info_nce(similarity: torch.Tensor, temperature: float,
+             hard_negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE on a [B, B] cosine-similarity matrix (rows: images, columns: texts).
+
+    ``hard_negatives`` [B, M]: the images' similarities to M extra texts that are no image's
+    positive (the batch captions' hard negatives), appended to the image -> text softmax only,
+    as they are not queries; an entry of -inf leaves that text out for that image (a negative
+    that happens to be true of it)."""
     _check_square(similarity)
     logits = similarity / temperature
     labels = torch.arange(len(logits), device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    image_to_text = logits
+    if hard_negatives is not None:
+        if hard_negatives.ndim != 2 or hard_negatives.shape[0] != len(logits):
+            raise ValueError(f"hard negatives must be [{len(logits)}, M], got "
+                             f"{tuple(hard_negatives.shape)}")
+        image_to_text = torch.cat([logits, hard_negatives / temperature], dim=1)
+    return 0.5 * (F.cross_entropy(image_to_text, labels) + F.cross_entropy(logits.T, labels))
 
 
 KL_DIRECTIONS: tuple[str, ...] = ("i2t", "t2i")

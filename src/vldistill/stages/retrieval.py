@@ -24,7 +24,12 @@ from safetensors.torch import load_file, load_model, save_model
 from vldistill.data.images import iter_image_batches
 from vldistill.data.manifest import manifest_path, read_manifest
 from vldistill.data.video import ClipBank, VisualBank, load_visual_bank
-from vldistill.eval.retrieval import median_rank, recall_at_k, retrieval_metrics
+from vldistill.eval.retrieval import (
+    hard_negative_accuracy,
+    median_rank,
+    recall_at_k,
+    retrieval_metrics,
+)
 from vldistill.io import atomic_output, canonicalise_safetensors
 from vldistill.models.config import StudentConfig
 from vldistill.models.factory import create_student, load_checkpoint
@@ -121,13 +126,16 @@ def create_fast(cfg: StudentConfig, embed_dim: int, start: str | Path | None) ->
 def train_fast(*, root: str | Path, init: str, start: str | Path | None, student: dict,
                embed_dim: int, temperature: float, training: dict, seed: int,
                distill: dict | None, slow_path: str | Path | None,
-               out_path: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+               out_path: str | Path, metrics_path: str | Path,
+               hard_negatives: bool = False) -> dict[str, Any]:
     """The Fast dual encoder: InfoNCE, plus alpha * KL from the Slow model's in-batch score
-    distribution when ``distill`` ({alpha, tau_slow}) is given."""
+    distribution when ``distill`` ({alpha, tau_slow}) is given. ``hard_negatives``: the batch
+    captions' hard negatives are extra wrong texts in the image -> text softmax."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     cfg = StudentConfig.from_dict(student) if init == "scratch" else load_checkpoint(start)[1]
     bank, corpus, _ = caption_data(root, "train", cfg)
+    true_of = negative_true_of(corpus) if hard_negatives else {}
     torch.manual_seed(seed)
     model = create_fast(cfg, embed_dim, None if init == "scratch" else start)
     slow, directions = (None, DIRECTIONS)
@@ -142,8 +150,17 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
         rows = _one_caption_per_image(corpus, rows)
         images = bank.at(corpus.image_rows[rows])
         ids, mask = caption_batch(corpus, rows)
-        similarity = m.encode_image(images) @ m.encode_text(ids, mask).T
-        nce = info_nce(similarity, temperature)
+        image_embeddings = m.encode_image(images)
+        similarity = image_embeddings @ m.encode_text(ids, mask).T
+        negatives = None
+        with_negative = rows[corpus.has_negative[rows]]
+        if hard_negatives and len(with_negative):
+            texts = m.encode_text(*caption_batch(corpus, with_negative, negatives=True))
+            batch_images = corpus.image_rows[rows].tolist()
+            true = torch.tensor([[image in true_of.get(r, ()) for r in with_negative.tolist()]
+                                 for image in batch_images])
+            negatives = (image_embeddings @ texts.T).masked_fill(true, float("-inf"))
+        nce = info_nce(similarity, temperature, negatives)
         if slow is None:
             return {"loss": nce}
         # Slow scores d x d pairs per step, the cost of distillation: distil over the batch's
@@ -159,6 +176,7 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
     state = state_path(out_path, {"init": init, "start": str(start), "embed_dim": embed_dim,
                                   "temperature": temperature, "distill": distill,
+                                  "hard_negatives": hard_negatives,
                                   "slow": str(slow_path), "training": training, "seed": seed})
     history = train(model, loss_fn, len(corpus), train_cfg, state)
     if not is_main():  # under torchrun rank 0 writes the outputs
@@ -168,7 +186,25 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
                                 "seeds": seeds})
     clear_states(out_path)
     return write_training_summary(history, metrics_path, {"stage": "fast", "init": init,
-                                                          "distill": distill, "seeds": seeds})
+                                                          "distill": distill,
+                                                          "hard_negatives": hard_negatives,
+                                                          "seeds": seeds})
+
+
+def negative_true_of(corpus: CaptionCorpus) -> dict[int, frozenset[int]]:
+    """Caption row -> the images its hard negative is a caption of. A negative is false of its
+    own image but may be true of another in the batch (with dual pairs, the negative of a clip's
+    caption is a caption of the clip's twin), and must not count against that one."""
+    def text(ids: torch.Tensor, mask: torch.Tensor) -> tuple[int, ...]:
+        return tuple(ids[mask].tolist())
+
+    images_of: dict[tuple[int, ...], set[int]] = {}
+    for row in range(len(corpus)):
+        images_of.setdefault(text(corpus.ids[row], corpus.mask[row]), set()).add(
+            int(corpus.image_rows[row]))
+    return {row: frozenset(images_of.get(
+                text(corpus.negative_ids[row], corpus.negative_mask[row]), ()))
+            for row in corpus.has_negative.nonzero().flatten().tolist()}
 
 
 def upstream_seeds(root: str | Path, init: str, start: str | Path | None) -> dict[str, int]:
@@ -229,6 +265,15 @@ class RetrievalSet:
     gold: torch.Tensor  # [Q] gallery id of each query's image
     # [Q] gallery images with a caption identical to the query's text (>= 1: its own)
     same_caption: torch.Tensor
+    # each query's hard negative (the query itself where it has none) and whether it has one
+    negative_ids: torch.Tensor  # [Q, L]
+    negative_mask: torch.Tensor  # [Q, L]
+    has_negative: torch.Tensor  # [Q] bool
+
+    @property
+    def negative_queries(self) -> torch.Tensor:
+        """Query rows that have a hard negative."""
+        return self.has_negative.nonzero().flatten()
 
     @property
     def queried_images(self) -> torch.Tensor:
@@ -265,12 +310,17 @@ def retrieval_set(root: str | Path, split: str, captions_per_image: int, cfg: St
         generator = torch.Generator().manual_seed(QUERY_SUBSET_SEED)
         keep = torch.randperm(len(queries), generator=generator)[:max_queries].sort().values
         queries = queries[keep.tolist()]
-    ids, mask = Tokenizer(context_length)(queries["caption"].to_list())
+    tokenizer = Tokenizer(context_length)
+    ids, mask = tokenizer(queries["caption"].to_list())
+    negatives = queries.select(pl.col("hard_negative").fill_null(pl.col("caption")))
+    negative_ids, negative_mask = tokenizer(negatives["hard_negative"].to_list())
     images_per_caption = captions.group_by("caption").agg(
         pl.col("image_id").n_unique().alias("images"))
     same = queries.join(images_per_caption, on="caption", how="left", maintain_order="left")
     return RetrievalSet(bank, ids, mask, bank.rows(queries["image_id"].to_list()),
-                        torch.tensor(same["images"].to_list()))
+                        torch.tensor(same["images"].to_list()), negative_ids, negative_mask,
+                        torch.tensor(queries["hard_negative"].is_not_null().to_list(),
+                                     dtype=torch.bool))
 
 
 GALLERY_BATCH = 256
@@ -326,16 +376,45 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
     (scores, rows), search_s = timed(search, index, queries.numpy(), n_gallery)
     t2i = torch.full((n_queries, n_gallery), float("-inf"))
     t2i.scatter_(1, torch.from_numpy(rows).long(), torch.from_numpy(scores))
-    i2t = embed_gallery(model, data.bank)[data.queried_images] @ queries.T
+    gallery = embed_gallery(model, data.bank)
+    i2t = gallery[data.queried_images] @ queries.T
     fast_ms = 1000 * (encode_s + search_s) / n_queries
     return {
         "model": "fast_distilled" if extra.get("distilled") else "fast",
         "t2i": retrieval_metrics(t2i, data.gold),
         "i2t": retrieval_metrics(i2t, data.image_to_text_gold),
+        **fast_hard_negatives(model, data, gallery, queries),
         "latency_ms_per_query": {"fast": fast_ms, "slow": 0.0, "total": fast_ms},
         "slow_calls_per_query": 0, "gallery": n_gallery, "queries": n_queries,
         "seeds": query_seeds(extra.get("seeds", {}), max_queries),
     }
+
+
+def fast_hard_negatives(model: FastDualEncoder, data: RetrievalSet, gallery: torch.Tensor,
+                        queries: torch.Tensor) -> dict[str, Any]:
+    """``{"hard_negative": accuracy}`` of the Fast model: each queried image's embedding with
+    its caption against the caption's hard negative; empty where no query has one."""
+    rows = data.negative_queries
+    if len(rows) == 0:
+        return {}
+    images = gallery[data.gold[rows]]
+    negatives = embed_queries(model, data.negative_ids[rows], data.negative_mask[rows])
+    return {"hard_negative": hard_negative_accuracy((images * queries[rows]).sum(dim=1),
+                                                    (images * negatives).sum(dim=1))}
+
+
+def slow_hard_negatives(slow: Student, data: RetrievalSet, levels: list[torch.Tensor],
+                        matrix: torch.Tensor, max_pairs: int,
+                        directions: Sequence[str]) -> dict[str, Any]:
+    """The same for the Slow model: h_slow(image, caption) (already in ``matrix`` [G, Q])
+    against h_slow(image, hard negative)."""
+    rows = data.negative_queries
+    if len(rows) == 0:
+        return {}
+    images = data.gold[rows]
+    negative = slow.decoder.pair_scores(levels, data.negative_ids, data.negative_mask, images,
+                                        rows, max_pairs, directions)
+    return {"hard_negative": hard_negative_accuracy(matrix[images, rows], negative)}
 
 
 def middle_frame(data: RetrievalSet) -> RetrievalSet:
@@ -362,12 +441,16 @@ def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str
         levels = gallery_levels(slow, data.bank)
         matrix = slow.decoder.pairwise_scores(levels, data.ids, data.mask, max_pairs,
                                               directions)
+        hard = slow_hard_negatives(slow, data, levels, matrix, max_pairs, directions)
         seeds = checkpoint_seeds(model_path)
     elif kind == "fast":
         fast, extra = load_fast(model_path)
         data = middle_frame(retrieval_set(root, split, captions_per_image, fast.cfg,
                                           max_queries))
-        matrix = embed_gallery(fast, data.bank) @ embed_queries(fast, data.ids, data.mask).T
+        gallery, queries = embed_gallery(fast, data.bank), embed_queries(fast, data.ids,
+                                                                         data.mask)
+        matrix = gallery @ queries.T
+        hard = fast_hard_negatives(fast, data, gallery, queries)
         seeds = extra.get("seeds", {})
     else:
         raise ValueError(f"kind must be 'fast' or 'slow', got {kind!r}")
@@ -376,6 +459,7 @@ def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str
         "model": f"{kind}_1frame",
         "t2i": retrieval_metrics(matrix.T, data.gold),
         "i2t": retrieval_metrics(matrix[data.queried_images], data.image_to_text_gold),
+        **hard,
         "slow_calls_per_query": n_gallery if kind == "slow" else 0,
         "gallery": n_gallery, "queries": n_queries,
         "seeds": query_seeds(seeds, max_queries),
@@ -398,6 +482,7 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
         "model": "slow",
         "t2i": retrieval_metrics(matrix.T, data.gold),
         "i2t": retrieval_metrics(matrix[data.queried_images], data.image_to_text_gold),
+        **slow_hard_negatives(slow, data, levels, matrix, max_pairs, directions),
         "latency_ms_per_query": {"fast": 0.0, "slow": slow_ms, "total": slow_ms},
         "slow_calls_per_query": n_gallery, "gallery": n_gallery, "queries": n_queries,
         "seeds": query_seeds(checkpoint_seeds(slow_path), max_queries),
