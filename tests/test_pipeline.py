@@ -131,6 +131,16 @@ def test_a_rerank_k_list_edit_reruns_only_reranking_and_the_tables(tiny_run):
 
 
 @pytest.mark.slow
+def test_a_fast_hard_negatives_edit_reruns_the_fast_models_and_what_reads_them_not_slow(
+        tiny_run):
+    override = tiny_run / "configs" / "hard_negatives.yaml"
+    override.write_text("retrieval:\n  fast: {hard_negatives: true}\n")
+    assert dry_run_jobs(tiny_run, str(override)) == {
+        "retrieval_fast": 2, "retrieval_index": 2, "retrieval_eval_fast": 2,
+        "retrieval_rerank": 2, "retrieval_report": 1, "results_table": 1, "all": 1}
+
+
+@pytest.mark.slow
 def test_a_resources_or_threads_change_reruns_nothing(tiny_run):
     result = snakemake(tiny_run, "-n", "--set-resources", "finetune:mem_mb=12000",
                        "retrieval_slow:runtime=600", "--set-threads", "finetune=2")

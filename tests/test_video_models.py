@@ -63,3 +63,31 @@ def test_the_temporal_parameters_learn():
     # the pooled path (ITM, Fast) trains the temporal block
     model.vision(clips()).pooled.sum().backward()
     assert all(p.grad is not None for p in model.vision.temporal.parameters())
+
+
+def test_the_frame_order_path_tells_a_clip_from_its_reversal_without_frame_embeddings():
+    torch.manual_seed(0)
+    fast = FastDualEncoder(StudentConfig(**CFG, frames=4), embed_dim=8)
+    x = clips()
+    # at init the order path is zero: the block and mean see a bag of frames
+    torch.testing.assert_close(fast.encode_image(x), fast.encode_image(x.flip(1)))
+    with torch.no_grad():
+        fast.vision.frame_order.weight.normal_()  # as after training
+    assert not torch.allclose(fast.encode_image(x), fast.encode_image(x.flip(1)))
+    fast.encode_image(x).sum().backward()
+    assert fast.vision.frame_order.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="3 frames"):  # fewer frames: repeat one (a still clip)
+        fast.encode_image(clips(t=3))
+
+
+def test_the_single_frame_baseline_shows_each_clip_as_its_middle_frame_held_still():
+    from vldistill.data.video import ClipBank
+    from vldistill.stages.retrieval import RetrievalSet, middle_frame
+
+    pixels = torch.arange(2 * 4 * 3 * 2 * 2, dtype=torch.uint8).view(2, 4, 3, 2, 2)
+    empty = torch.zeros(1, 1, dtype=torch.long)
+    data = RetrievalSet(ClipBank(["a", "b"], pixels), empty, empty.bool(), torch.zeros(1).long(),
+                        torch.ones(1).long(), empty, empty.bool(), torch.zeros(1).bool())
+    still = middle_frame(data).bank.pixels
+    assert still.shape == pixels.shape
+    assert all(torch.equal(still[:, t], pixels[:, 2]) for t in range(4))

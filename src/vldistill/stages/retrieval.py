@@ -418,13 +418,14 @@ def slow_hard_negatives(slow: Student, data: RetrievalSet, levels: list[torch.Te
 
 
 def middle_frame(data: RetrievalSet) -> RetrievalSet:
-    """The same queries over the gallery clips cut to their middle frame (T = 1)."""
+    """The same queries over still clips: each gallery clip's middle frame repeated over all
+    its frame positions, what the towers see of a scene where nothing happens."""
     pixels = data.bank.pixels
     if pixels.dim() != 5:
         raise ValueError("a single-frame evaluation needs a video gallery")
-    middle = pixels.shape[1] // 2
-    bank = ClipBank(data.bank.ids, pixels[:, middle:middle + 1].contiguous())
-    return dataclasses.replace(data, bank=bank)
+    t = pixels.shape[1]
+    still = pixels[:, t // 2:t // 2 + 1].expand(-1, t, -1, -1, -1).contiguous()
+    return dataclasses.replace(data, bank=ClipBank(data.bank.ids, still))
 
 
 @torch.no_grad()
