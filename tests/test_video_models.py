@@ -91,3 +91,24 @@ def test_the_single_frame_baseline_shows_each_clip_as_its_middle_frame_held_stil
     still = middle_frame(data).bank.pixels
     assert still.shape == pixels.shape
     assert all(torch.equal(still[:, t], pixels[:, 2]) for t in range(4))
+
+
+def test_motion_tokens_carry_each_tokens_change_since_the_previous_frame():
+    torch.manual_seed(0)
+    model = Student(StudentConfig(**CFG, frames=4))
+    x = clips()
+    still = x[:, :1].expand(-1, 4, -1, -1, -1)
+    with torch.no_grad():
+        for motion in model.vision.motion:
+            motion.weight.normal_()
+        # nothing changes in a still clip: its tokens are the frame's tokens at every position
+        frame = model.encode_image(still[:, 0]).levels[1]
+        torch.testing.assert_close(model.encode_image(still).levels[1],
+                                   frame.repeat(1, 4, 1))
+        # a moving clip's tokens differ from its frames' by the projected differences, and a
+        # reversed clip's tokens are not its frames' tokens in reverse
+        forwards, backwards = model.encode_image(x).levels[1], model.encode_image(x.flip(1))
+        assert not torch.allclose(forwards.unflatten(1, (4, 4)).flip(1),
+                                  backwards.levels[1].unflatten(1, (4, 4)))
+    model.caption_loss(x, *Tokenizer(16)(["a circle moves left"] * 2)).backward()
+    assert all(m.weight.grad.abs().sum() > 0 for m in model.vision.motion)

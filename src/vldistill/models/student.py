@@ -43,6 +43,8 @@ class Student(nn.Module):
             else None
         )
         self.apply(_init_weights)
+        if cfg.frames > 1:
+            self.vision.zero_order_paths()
         for p in (
             *self.vision.pos_embedding,
             self.vision.level_embedding,
