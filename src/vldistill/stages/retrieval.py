@@ -153,12 +153,11 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
         image_embeddings = m.encode_image(images)
         similarity = image_embeddings @ m.encode_text(ids, mask).T
         negatives = None
-        with_negative = rows[corpus.has_negative[rows]]
-        if hard_negatives and len(with_negative):
+        with_negative = rows[corpus.has_negative[rows]] if hard_negatives else rows[:0]
+        if len(with_negative):
             texts = m.encode_text(*caption_batch(corpus, with_negative, negatives=True))
-            batch_images = corpus.image_rows[rows].tolist()
-            true = torch.tensor([[image in true_of.get(r, ()) for r in with_negative.tolist()]
-                                 for image in batch_images])
+            true = torch.tensor([[image in true_of[r] for r in with_negative.tolist()]
+                                 for image in corpus.image_rows[rows].tolist()])
             negatives = (image_embeddings @ texts.T).masked_fill(true, float("-inf"))
         nce = info_nce(similarity, temperature, negatives)
         if slow is None:
