@@ -59,8 +59,8 @@ def hard_negative_accuracy(positive: torch.Tensor, negative: torch.Tensor) -> di
     """How often a model scores an image (or clip) with its own caption above the caption's hard
     negative, a minimal edit that is false of it (ARO's swap test; for the synthetic clips the
     same words said of the time-reversed clip). ``positive`` and ``negative`` [P] are the scores
-    of the P (image, caption) and (image, negative) pairs. A tie counts half, so a model that
-    cannot tell the two apart, e.g. one that sees a single frame, scores 50 % exactly."""
+    of the P (image, caption) and (image, negative) pairs. A tie counts half, so a model blind
+    to what separates the two scores 50 % in expectation, and exactly where its scores tie."""
     if positive.shape != negative.shape or positive.ndim != 1:
         raise ValueError(f"expected two [P] score vectors, got {tuple(positive.shape)} and "
                          f"{tuple(negative.shape)}")
