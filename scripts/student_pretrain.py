@@ -18,6 +18,7 @@ with rule_logging(smk.log[0], max(1, smk.threads // nproc)):
             student=smk.params.student,
             training=smk.params.training,
             objective=smk.params.objective,
+            validation=smk.params.validation,
             seed=smk.params.seed,
             out_path=smk.output.model,
             metrics_path=smk.output.metrics,

@@ -286,8 +286,26 @@ def _caption_claim(scene: Scene, rng: np.random.Generator) -> Claim:
     return Exists(tuple(ref(scene.objects[int(i)], rng.random() < 0.4) for i in chosen))
 
 
-def make_captions(scene: Scene, rng: np.random.Generator, k: int) -> list[tuple[str, str]]:
-    """``k`` (caption, hard negative) pairs; the caption is true, the negative a false edit."""
+def names_background(claim: Claim, style: int) -> bool:
+    """Whether ``caption_text(claim, style, ...)`` mentions the background (then it is part of
+    what the caption claims)."""
+    if isinstance(claim, Related):
+        return False
+    if isinstance(claim, Exists):
+        return bool((style // 3) % 2)
+    return True
+
+
+@dataclass(frozen=True)
+class Caption:
+    text: str
+    hard_negative: str
+    claim: Claim  # what the text says; true of its scene
+    background: str | None  # the background the text names, if it names one
+
+
+def make_captions(scene: Scene, rng: np.random.Generator, k: int) -> list[Caption]:
+    """``k`` captions with hard negatives; the caption is true, the negative a false edit."""
 
     def draw() -> tuple[Claim, int]:
         return _caption_claim(scene, rng), int(rng.integers(1 << 16))
@@ -300,7 +318,8 @@ def make_captions(scene: Scene, rng: np.random.Generator, k: int) -> list[tuple[
     for _ in range(k):
         claim, style = _unique(draw, lambda item: say_with(item[1])(item[0]), seen)
         say = say_with(style)
-        out.append((say(claim), say(false_edit(claim, scene, rng, say))))
+        background = scene.background if names_background(claim, style) else None
+        out.append(Caption(say(claim), say(false_edit(claim, scene, rng, say)), claim, background))
     return out
 
 

@@ -40,6 +40,8 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "caption": pl.String,
         # a minimally edited *false* caption (swapped attribute/relation); null when unknown
         "hard_negative": pl.String,
+        # JSON of what the caption claims (data/truth.py), for synthetic data; null otherwise
+        "claim": pl.String,
     },
     "vqa": {
         **_IMAGE_KEY,
@@ -98,9 +100,16 @@ def manifest_path(root: str | Path, split: str, table: str) -> Path:
     return Path(root) / "manifest" / split / f"{table}.parquet"
 
 
+# Columns only a generator can fill (what a caption claims); absent from every real format.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"captions": ("claim",)}
+
+
 def conform(df: pl.DataFrame, table: str) -> pl.DataFrame:
-    """Select and cast the schema's columns in schema order; fail naming any missing column."""
+    """Select and cast the schema's columns in schema order; fail naming any missing column
+    (optional columns missing are null)."""
     schema = SCHEMAS[table]
+    absent = [c for c in OPTIONAL_COLUMNS.get(table, ()) if c not in df.columns]
+    df = df.with_columns(pl.lit(None, dtype=schema[c]).alias(c) for c in absent)
     missing = [c for c in schema if c not in df.columns]
     if missing:
         raise ManifestError(f"{table} manifest lacks column(s) {missing}; expected {list(schema)}")

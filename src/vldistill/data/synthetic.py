@@ -27,6 +27,7 @@ from tqdm import tqdm
 from vldistill.data import language
 from vldistill.data.manifest import SCHEMAS, SPLITS, VE_LABELS, manifest_path, write_manifest
 from vldistill.data.scenes import GRID, Geometry, Scene, geometry, render, sample_scene
+from vldistill.data.truth import claim_to_json
 
 SPLIT_DOMAINS: dict[str, str] = {
     "train": "source",
@@ -133,8 +134,9 @@ def _image_rows(
         ]
     }
     rows["captions"] = [
-        {**key, "caption_id": f"{image_id}-c{k}", "caption": caption, "hard_negative": negative}
-        for k, (caption, negative) in enumerate(
+        {**key, "caption_id": f"{image_id}-c{k}", "caption": c.text,
+         "hard_negative": c.hard_negative, "claim": claim_to_json(c.claim, c.background)}
+        for k, c in enumerate(
             language.make_captions(scene, rng("captions"), cfg.captions_per_image)
         )
     ]

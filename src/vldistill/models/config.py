@@ -121,6 +121,8 @@ class HeadsConfig:
     teacher_text_dim: int = 0
     teacher_vision_global_dim: int = 0
     teacher_text_global_dim: int = 0
+    # width of the image-text contrastive space before fusion (pre-training's ITC)
+    contrastive_dim: int = 64
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

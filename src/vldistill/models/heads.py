@@ -37,6 +37,9 @@ class TaskHeads(nn.Module):
         self.ve = MLPHead(dim, cfg.ve_classes, dropout) if cfg.ve_classes else None
         self.vcr = MLPHead(dim, 1, dropout) if cfg.vcr else None
         self.itm = MLPHead(dim, 2, dropout)
+        # ITC before fusion: the pooled image and text states in one contrastive space
+        self.itc_vision = nn.Linear(dim, cfg.contrastive_dim)
+        self.itc_text = nn.Linear(dim, cfg.contrastive_dim)
 
     def forward(self, task: str, pooled: torch.Tensor) -> torch.Tensor:
         if task not in ("vqa", "ve", "vcr", "itm"):
@@ -46,6 +49,13 @@ class TaskHeads(nn.Module):
             raise ValueError(f"this student has no {task} head (see HeadsConfig)")
         out = head(pooled)
         return out.squeeze(-1) if task == "vcr" else out
+
+
+    def contrastive(self, vision_pooled: torch.Tensor, text_pooled: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised ITC embeddings of pooled image and text states."""
+        return (F.normalize(self.itc_vision(vision_pooled), dim=-1),
+                F.normalize(self.itc_text(text_pooled), dim=-1))
 
 
 def vcr_choice_logits(scores: torch.Tensor, n_choices: int = 4) -> torch.Tensor:

@@ -31,10 +31,13 @@ from vldistill.train.distributed import is_main
 from vldistill.train.loop import TrainConfig, summarise_history, train
 from vldistill.train.pretrain import (
     CaptionCorpus,
+    PretrainObjective,
     build_caption_corpus,
     caption_batch,
     caption_vocabulary,
     encode_captions,
+    matching_check,
+    matching_metrics,
     pretrain_loss,
 )
 
@@ -82,15 +85,32 @@ def caption_data(root: str | Path, split: str, cfg: StudentConfig
                             cfg.frames)
     context_length = cfg.context_length
     captions = read_manifest(manifest_path(root, split, "captions"), "captions")
-    return bank, build_caption_corpus(captions, bank, Tokenizer(context_length)), captions
+    images = read_manifest(manifest_path(root, split, "images"), "images")
+    corpus = build_caption_corpus(captions, bank, Tokenizer(context_length), images)
+    return bank, corpus, captions
+
+
+def held_out_matching(root: str | Path, cfg: StudentConfig, validation: dict
+                      ) -> tuple[Any, int]:
+    """``(validate(model), every)`` for the training loop: held-out ITM on the val split's
+    captions (``validation``: {every, captions}); (None, 0) when switched off."""
+    if not validation["every"]:
+        return None, 0
+    bank, corpus, _ = caption_data(root, "val", cfg)
+    check = matching_check(corpus, validation["captions"])
+    return (lambda m: matching_metrics(m, corpus, bank, check)), validation["every"]
 
 
 def pretrain_student(*, root: str | Path, student: dict, training: dict, objective: dict,
-                     seed: int, out_path: str | Path, metrics_path: str | Path) -> dict:
-    """VL pre-training (ITM with hard negatives + bidirectional captioning) from scratch."""
+                     validation: dict, seed: int, out_path: str | Path,
+                     metrics_path: str | Path) -> dict:
+    """VL pre-training (ITC, ITM on checked-false hard negatives, bidirectional captioning)
+    from scratch, with held-out ITM on the val split along the way."""
     cfg = StudentConfig.from_dict(student)
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
+    goal = PretrainObjective.from_dict(objective)
     bank, corpus, _ = caption_data(root, "train", cfg)
+    validate, every = held_out_matching(root, cfg, validation)
     torch.manual_seed(seed)
     model = create_student(cfg)
     model.decoder.set_output_vocabulary(caption_vocabulary(corpus))
@@ -100,8 +120,8 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
                                   "objective": objective, "seed": seed})
     history = train(
         model,
-        lambda m, rows, step: pretrain_loss(m, corpus, bank, rows, **objective),
-        len(corpus), train_cfg, state,
+        lambda m, rows, step: pretrain_loss(m, corpus, bank, rows, goal),
+        len(corpus), train_cfg, state, validate=validate, validate_every=every,
     )
     seeds = add_seed(dataset_seeds(root), "pretrain", seed)
     return finish_student(model, history, out_path, metrics_path,

@@ -86,13 +86,17 @@ class Stateful(Protocol):
 
 def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
           state_path: str | Path, progress: bool = True,
-          extra_state: Stateful | None = None) -> list[dict[str, float]]:
+          extra_state: Stateful | None = None,
+          validate: Callable[[nn.Module], dict[str, float]] | None = None,
+          validate_every: int = 0) -> list[dict[str, float]]:
     """Run ``cfg.steps`` optimiser steps, resuming from ``state_path`` if it exists.
 
     ``loss_fn(model, rows, step)`` returns a dict with "loss" (to minimise) and any other scalars
     to log. Returns the per-step history of those scalars (restored history included).
     ``extra_state`` is anything else the loss carries across steps (e.g. AF's smoothed task
     loss); it is checkpointed and restored with the model so a resumed run stays identical.
+    ``validate(model)`` (eval mode, no grad) runs every ``validate_every`` steps and after the
+    last; its scalars join that step's record. It must not draw from torch's global generator.
     """
     state_path = Path(state_path)
     rank, world_size = distributed.world()
@@ -150,6 +154,12 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
                   if torch.as_tensor(v).numel() == 1}
         if world_size > 1:
             record = distributed.average_scalars(record, next(model.parameters()).device)
+        if validate is not None and validate_every > 0 and (
+                (step + 1) % validate_every == 0 or step + 1 == cfg.steps):
+            model.eval()
+            with torch.no_grad():
+                record.update(validate(model))
+            model.train()
         history.append({"step": step, "lr": scheduler.get_last_lr()[0], **record})
         bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
         if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
@@ -169,5 +179,13 @@ def summarise_history(history: list[dict[str, float]], info: dict[str, Any]) -> 
     if not history:
         raise ValueError("no training steps to summarise")
     tail = history[-max(1, len(history) // 10):]
-    final = {k: sum(h[k] for h in tail) / len(tail) for k in tail[0] if k != "step"}
-    return {**info, "steps": len(history), "final": final, "history": history}
+    every_step = [k for k in history[0] if k != "step" and all(k in h for h in history)]
+    final = {k: sum(h[k] for h in tail) / len(tail) for k in every_step}
+    # scalars logged only at some steps (held-out validation): their curve, and the last value
+    validation = [{k: v for k, v in h.items() if k == "step" or k not in every_step}
+                  for h in history if set(h) - set(every_step) - {"step"}]
+    summary = {**info, "steps": len(history), "final": final, "history": history}
+    if validation:
+        summary["validation"] = validation
+        summary["final_validation"] = validation[-1]
+    return summary

@@ -1,24 +1,50 @@
-"""VL pre-training of the student on the caption corpus: image-text matching with hard negatives
-plus bidirectional captioning. The checkpoint it produces is where every method starts.
+"""VL pre-training of the student on the caption corpus, after ALBEF's recipe for a small fusion
+encoder: image-text contrastive learning before fusion (ITC), image-text matching (ITM) on hard
+negatives mined from the contrastive similarities, and bidirectional captioning. The checkpoint
+it produces is where every method starts.
 
-ITM sees, per image, its caption (match), the caption's hard negative (a swapped attribute or
-relation: no match) and the next image's caption in the batch (no match), so the student must
-read word order and bindings, not just bags of words.
+Every ITM negative is checked false of its image first (``CaptionTruth``): a caption drawn for
+another image is often true of this one (count captions fit hundreds of scenes), and such a
+"negative" teaches the fusion that the image does not matter. Per image, ITM sees its caption
+(match), one in-batch caption that is false of it, sampled in proportion to the ITC similarity
+(hard but false), and the generator's minimally edited caption (a swapped attribute or
+relation); per caption, one in-batch image it is false of. Positives and negatives weigh half
+each, so the loss's prior sits at even odds and a constant answer gains nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import polars as pl
 import torch
 import torch.nn.functional as F
 
 from vldistill.data.images import ImageBank
+from vldistill.data.truth import CaptionTruth
+from vldistill.models.heads import itm_score
 from vldistill.models.student import Student
 from vldistill.models.text import TextOutput
 from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.models.vision import VisionOutput
+
+
+@dataclass(frozen=True)
+class PretrainObjective:
+    itm_weight: float = 1.0
+    caption_weight: float = 1.0
+    itc_weight: float = 1.0
+    itc_temperature: float = 0.1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PretrainObjective:
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise ValueError(f"unknown pretrain.objective key(s) {unknown}; valid keys: "
+                             f"{sorted(valid)}")
+        return cls(**d)
 
 
 @dataclass
@@ -29,32 +55,43 @@ class CaptionCorpus:
     negative_ids: torch.Tensor  # [N, L] hard negatives (the caption itself where none exists)
     negative_mask: torch.Tensor
     has_negative: torch.Tensor  # [N] bool
+    truth: CaptionTruth | None = None  # None: only a caption's own image counts as true
 
     def __len__(self) -> int:
         return len(self.image_rows)
 
+    def true_of(self, rows: torch.Tensor, image_rows: torch.Tensor) -> torch.Tensor:
+        """[len(rows), len(image_rows)] bool: caption ``rows[a]`` is true of ``image_rows[b]``."""
+        if self.truth is None:
+            return self.image_rows[rows][:, None] == image_rows[None, :]
+        return self.truth.matrix(rows, image_rows)
 
-def build_caption_corpus(captions: pl.DataFrame, bank: ImageBank,
-                         tokenizer: Tokenizer) -> CaptionCorpus:
-    """Tokenise a captions manifest once; rows follow the manifest's order."""
+
+def build_caption_corpus(captions: pl.DataFrame, bank: ImageBank, tokenizer: Tokenizer,
+                         images: pl.DataFrame | None = None) -> CaptionCorpus:
+    """Tokenise a captions manifest once; rows follow the manifest's order. With the images
+    manifest (in the bank's order) the corpus also knows which captions are true of which
+    images."""
     texts = captions["caption"].to_list()
     has_negative = captions["hard_negative"].is_not_null()
     negatives = [n if n is not None else c
                  for n, c in zip(captions["hard_negative"].to_list(), texts, strict=True)]
     ids, mask = tokenizer(texts)
     negative_ids, negative_mask = tokenizer(negatives)
+    truth = None
+    if images is not None:
+        images = images.join(pl.DataFrame({"image_id": bank.ids, "row": range(len(bank))}),
+                             on="image_id").sort("row")
+        truth = CaptionTruth.build(captions, images)
     return CaptionCorpus(bank.rows(captions["image_id"].to_list()), ids, mask, negative_ids,
-                         negative_mask, torch.tensor(has_negative.to_list(), dtype=torch.bool))
+                         negative_mask, torch.tensor(has_negative.to_list(), dtype=torch.bool),
+                         truth)
 
 
 def caption_vocabulary(corpus: CaptionCorpus) -> list[int]:
     """Every BPE id the corpus's captions use: the decoder's closed output vocabulary."""
     ids = torch.cat([corpus.ids[corpus.mask], corpus.negative_ids[corpus.negative_mask]])
     return ids.unique().tolist()
-
-
-def _roll(text: TextOutput) -> TextOutput:
-    return TextOutput(tokens=text.tokens.roll(1, dims=0), pooled=text.pooled.roll(1, dims=0))
 
 
 def encode_captions(model: Student, corpus: CaptionCorpus, bank: ImageBank,
@@ -72,35 +109,133 @@ def caption_batch(corpus: CaptionCorpus, rows: torch.Tensor,
     return trim_padding(corpus.ids[rows], corpus.mask[rows])
 
 
+def select_vision(vision: VisionOutput, index: torch.Tensor) -> VisionOutput:
+    return VisionOutput([level[index] for level in vision.levels], vision.grids,
+                        vision.pooled[index])
+
+
+def select_text(text: TextOutput, index: torch.Tensor) -> TextOutput:
+    return TextOutput(tokens=text.tokens[index], pooled=text.pooled[index])
+
+
+def soft_contrastive(similarity: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of softmax rows against uniform targets over each row's positives (a
+    caption true of several images in the batch is a positive of each)."""
+    targets = positives.float() / positives.float().sum(dim=1, keepdim=True)
+    return -(targets * similarity.log_softmax(dim=1)).sum(dim=1).mean()
+
+
+def sample_false(similarity: torch.Tensor, positives: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, one column that is not a positive, drawn in proportion to softmax(similarity)
+    (harder negatives more often). Returns (rows that had one, their columns)."""
+    weights = similarity.detach().float().softmax(dim=1).masked_fill(positives, 0.0)
+    has = ~positives.all(dim=1)
+    # a row whose false columns all underflowed to 0 falls back to a uniform draw among them
+    weights = torch.where(weights.sum(dim=1, keepdim=True) > 0, weights, (~positives).float())
+    rows = has.nonzero().squeeze(1)
+    if len(rows) == 0:
+        return rows, rows
+    return rows, torch.multinomial(weights[rows], 1).squeeze(1)
+
+
 def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: torch.Tensor,
-                  itm_weight: float = 1.0, caption_weight: float = 1.0,
+                  objective: PretrainObjective | None = None,
                   encoded: tuple[VisionOutput, TextOutput] | None = None,
                   ) -> dict[str, torch.Tensor]:
-    """ITM + captioning of a batch; ``encoded`` reuses encodings another loss already made."""
+    """ITC + ITM + captioning of a batch; ``encoded`` reuses encodings another loss made."""
+    obj = objective or PretrainObjective()
     vision, text = encoded or encode_captions(model, corpus, bank, rows)
     ids, mask = caption_batch(corpus, rows)
     caption = model.caption_loss_from_levels(vision.levels, ids, mask)
 
+    # true[a, b]: caption a is true of the batch's image b (the diagonal always is)
+    true = corpus.true_of(rows, corpus.image_rows[rows]).to(ids.device)
+    v, t = model.heads.contrastive(vision.pooled, text.pooled)
+    similarity = v @ t.T / obj.itc_temperature  # [image, caption]
+    itc = 0.5 * (soft_contrastive(similarity, true.T) + soft_contrastive(similarity.T, true))
+
+    def itm_logits(v_index: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
+        return model.heads("itm", model.fuse(select_vision(vision, v_index),
+                                             select_text(text, t_index), mask[t_index]).pooled)
+
+    everyone = torch.arange(len(rows), device=ids.device)
+    positive = itm_logits(everyone, everyone)
+    images_n, captions_n = sample_false(similarity, true.T)  # a false caption per image
+    captions_m, images_m = sample_false(similarity.T, true)  # a false image per caption
+    negatives = [itm_logits(images_n, captions_n), itm_logits(images_m, captions_m)]
     negative_ids, negative_mask = caption_batch(corpus, rows, negatives=True)
-    negative = model.encode_text(negative_ids, negative_mask)
-    has_negative = corpus.has_negative[rows]
-    logits = [
-        model.heads("itm", model.fuse(vision, text, mask).pooled),
-        model.heads("itm", model.fuse(vision, negative, negative_mask).pooled),
-        model.heads("itm", model.fuse(vision, _roll(text), mask.roll(1, dims=0)).pooled),
-    ]
-    labels = [torch.ones(len(rows)), torch.zeros(len(rows)), torch.zeros(len(rows))]
-    # a caption without a hard negative would be its own "negative": leave those pairs out
-    keep = [torch.ones_like(has_negative), has_negative, torch.ones_like(has_negative)]
-    all_logits = torch.cat([lg[k] for lg, k in zip(logits, keep, strict=True)])
-    all_labels = torch.cat([lb[k] for lb, k in zip(labels, keep, strict=True)]).long()
-    itm = F.cross_entropy(all_logits, all_labels)
+    has_negative = corpus.has_negative[rows].to(ids.device)
+    hard = model.heads("itm", model.fuse(vision, model.encode_text(negative_ids, negative_mask),
+                                         negative_mask).pooled)
+    negatives.append(hard[has_negative])
+    negative = torch.cat(negatives)
+    itm = 0.5 * (F.cross_entropy(positive, torch.ones_like(everyone))
+                 + F.cross_entropy(negative, torch.zeros(len(negative), dtype=torch.long,
+                                                         device=ids.device)))
     with torch.no_grad():
-        hard_accuracy = (logits[0][:, 1] - logits[0][:, 0] > logits[1][:, 1] - logits[1][:, 0])
-        hard_accuracy = hard_accuracy[has_negative].float().mean()
+        hard_accuracy = (itm_score(positive) > itm_score(hard))[has_negative].float().mean()
+        balanced = 0.5 * ((itm_score(positive) > 0).float().mean()
+                          + (itm_score(negative) <= 0).float().mean())
     return {
-        "loss": itm_weight * itm + caption_weight * caption,
+        "loss": obj.itm_weight * itm + obj.caption_weight * caption + obj.itc_weight * itc,
         "itm": itm.detach(),
+        "itc": itc.detach(),
         "caption": caption.detach(),
+        "itm_balanced_accuracy": balanced,
         "itm_hard_negative_accuracy": hard_accuracy,
     }
+
+
+@dataclass
+class MatchingCheck:
+    """Held-out pairs for ITM: each caption with its image, with one caption of the split that
+    is false of that image, and with its generator hard negative."""
+
+    rows: torch.Tensor  # caption rows
+    false_rows: torch.Tensor  # a caption row false of rows' image
+
+
+def matching_check(corpus: CaptionCorpus, n: int, seed: int = 0) -> MatchingCheck:
+    """Up to ``n`` seeded caption rows and, for each, a random caption false of its image."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(corpus), generator=generator)[:n]
+    false_rows = torch.empty_like(rows)
+    for k, row in enumerate(rows.tolist()):
+        for candidate in torch.randperm(len(corpus), generator=generator).tolist():
+            if not corpus.true_of(torch.tensor([candidate]), corpus.image_rows[[row]]).item():
+                false_rows[k] = candidate
+                break
+        else:
+            raise ValueError("no caption in the split is false of some image; a split needs "
+                             "images that its captions can tell apart")
+    return MatchingCheck(rows, false_rows)
+
+
+@torch.no_grad()
+def matching_metrics(model: Student, corpus: CaptionCorpus, bank: ImageBank,
+                     check: MatchingCheck, batch_size: int = 64) -> dict[str, float]:
+    """Held-out ITM: how often a caption's match score beats a false caption's on the same
+    image (random false caption; hard negative), and the captioning loss."""
+    wins_random, wins_hard, n_hard, caption, n = 0.0, 0.0, 0, 0.0, 0
+    for start in range(0, len(check.rows), batch_size):
+        rows = check.rows[start:start + batch_size]
+        vision, text = encode_captions(model, corpus, bank, rows)
+        _, mask = caption_batch(corpus, rows)
+        own = itm_score(model.heads("itm", model.fuse(vision, text, mask).pooled))
+        false_ids, false_mask = caption_batch(corpus, check.false_rows[start:start + batch_size])
+        other = itm_score(model.heads("itm", model.fuse(
+            vision, model.encode_text(false_ids, false_mask), false_mask).pooled))
+        hard_ids, hard_mask = caption_batch(corpus, rows, negatives=True)
+        hard = itm_score(model.heads("itm", model.fuse(
+            vision, model.encode_text(hard_ids, hard_mask), hard_mask).pooled))
+        has = corpus.has_negative[rows]
+        wins_random += (own > other).float().sum().item()
+        wins_hard += (own > hard)[has].float().sum().item()
+        n_hard += int(has.sum())
+        caption += model.caption_loss_from_levels(vision.levels, *caption_batch(corpus, rows)
+                                                  ).item() * len(rows)
+        n += len(rows)
+    return {"val_itm_vs_random": wins_random / n,
+            "val_itm_vs_hard": wins_hard / n_hard if n_hard else float("nan"),
+            "val_caption": caption / n, "val_n": float(n)}
