@@ -5,6 +5,8 @@ from snakemake.utils import validate
 
 from vldistill.config import check_config, load_schema
 from vldistill.data.manifest import SPLITS, TABLES, TASKS
+from vldistill.distill.agnostic import AGNOSTIC_START, AGNOSTIC_VARIANTS
+from vldistill.distill.mad import METHODS
 
 SCHEMA = "../schemas/config.schema.yaml"
 

@@ -4,24 +4,23 @@ FINETUNE = config["finetune"]
 
 
 wildcard_constraints:
-    task="vqa|ve|vcr",
+    task="|".join(TASKS[1:]),
     regime=r"full|lowshot-[0-9.]+",
-    method="baseline|kd|mad|mad-ts|mad-cw|mad-af",
+    method="|".join(METHODS),
     seed=r"\d+",
 
 
 def finetune_inputs(wildcards):
+    # every method starts from the task-agnostic student of its own variant (distill/agnostic.py)
     inputs = {
         "manifests": manifests(
             tables=["images", wildcards.task], splits=["train", "test", "test_shifted"]
         ),
-        "pretrained": "models/{dataset}/student/pretrained.safetensors",
+        "start": student_path(AGNOSTIC_START[wildcards.method], wildcards.sseed),
     }
     if wildcards.method != "baseline":
         inputs["vision"] = teacher_index("vision")
         inputs["text"] = teacher_index("text")
-    if wildcards.method.startswith("mad"):
-        inputs["mad"] = "models/{dataset}/student/mad.safetensors"
     return inputs
 
 
@@ -32,8 +31,9 @@ def finetune_training(wildcards):
 
 def finetune_metrics(dataset=DATASET):
     return expand(
-        "models/{dataset}/{task}/{regime}/{method}/seed-{seed}/metrics.json",
+        "models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/metrics.json",
         dataset=dataset,
+        sseed=STUDENT_SEEDS,
         task=FINETUNE["tasks"],
         regime=FINETUNE["regimes"],
         method=FINETUNE["methods"],
@@ -42,20 +42,21 @@ def finetune_metrics(dataset=DATASET):
 
 
 rule finetune:
-    """Fine-tune the student on one task under one regime with one method and seed; evaluate."""
+    """Fine-tune one student seed's task-agnostic student on one task under one regime with one
+    method and fine-tuning seed; evaluate."""
     input:
         unpack(finetune_inputs),
     output:
-        model="models/{dataset}/{task}/{regime}/{method}/seed-{seed}/model.safetensors",
-        metrics="models/{dataset}/{task}/{regime}/{method}/seed-{seed}/metrics.json",
+        model="models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/model.safetensors",
+        metrics="models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/metrics.json",
     params:
         training=finetune_training,
         distill=lambda wc: FINETUNE.get("distill", {}) if wc.method != "baseline" else {},
     threads: 1
     log:
-        "logs/{dataset}/finetune/{task}/{regime}/{method}/seed-{seed}.log",
+        "logs/{dataset}/finetune/{task}/{regime}/{method}/student-{sseed}/seed-{seed}.log",
     benchmark:
-        "benchmarks/runs/{dataset}/finetune/{task}/{regime}/{method}/seed-{seed}.tsv"
+        "benchmarks/runs/{dataset}/finetune/{task}/{regime}/{method}/student-{sseed}/seed-{seed}.tsv"
     resources:
         mem_mb=6000,
         runtime=240,

@@ -21,8 +21,10 @@ wildcard_constraints:
 
 
 def student_start(init):
-    return {"mad": "models/{dataset}/student/mad.safetensors",
-            "pretrained": "models/{dataset}/student/pretrained.safetensors"}.get(init)
+    """The student a retrieval model starts from (the first student seed's); None = scratch."""
+    if init == "scratch":
+        return None
+    return student_path(init if init == "pretrained" else "mad", STUDENT_SEEDS[0])
 
 
 def start_input(part):

@@ -1,30 +1,45 @@
-# Stage 3: the student. VL pre-training from scratch, then task-agnostic MAD on the captions.
+# Stage 3: the student. VL pre-training from scratch, then the task-agnostic students
+# (distill/agnostic.py): one per variant, all at the MAD stage's budget. Each student seed
+# (pretrain.seeds) is its own chain, so the variance the task-agnostic stages add is measured.
+
+STUDENT_SEEDS = config["pretrain"]["seeds"]
+
+
+wildcard_constraints:
+    sseed=r"\d+",
+    variant="|".join(AGNOSTIC_VARIANTS),
 
 
 def teacher_index(modality):
     return f"features/{{dataset}}/{modality}-{teacher_name(modality)}/index.parquet"
 
 
+def student_path(variant, sseed="{sseed}"):
+    """A task-agnostic student's checkpoint ("pretrained" for the pre-trained one)."""
+    name = "pretrained" if variant == "pretrained" else f"agnostic-{variant}"
+    return f"models/{{dataset}}/student/seed-{sseed}/{name}.safetensors"
+
+
 rule student_pretrain:
-    """Pre-train the cross-modal student: ITM with hard negatives + bidirectional captioning."""
+    """Pre-train the cross-modal student: ITC, ITM on checked-false hard negatives, captioning."""
     input:
-        manifests(tables=["images", "captions"], splits=["train"]),
+        manifests(tables=["images", "captions"], splits=["train", "val"]),
         images=MEDIA_DIR,
     output:
-        model="models/{dataset}/student/pretrained.safetensors",
-        metrics="models/{dataset}/student/pretrained.json",
+        model="models/{dataset}/student/seed-{sseed}/pretrained.safetensors",
+        metrics="models/{dataset}/student/seed-{sseed}/pretrained.json",
     params:
         student=config["student"],
         training=config["pretrain"]["training"],
-        objective=config["pretrain"].get("objective", {}),
-        seed=config["seed"],
+        objective=config["pretrain"]["objective"],
+        validation=config["pretrain"]["validation"],
     threads: 2
-    # on the critical path to every teacher method: schedule before the baselines
+    # on the critical path to every method: schedule first
     priority: 10
     log:
-        "logs/{dataset}/student/pretrain.log",
+        "logs/{dataset}/student/seed-{sseed}/pretrain.log",
     benchmark:
-        "benchmarks/runs/{dataset}/student/pretrain.tsv"
+        "benchmarks/runs/{dataset}/student/seed-{sseed}/pretrain.tsv"
     resources:
         mem_mb=6000,
         runtime=240,
@@ -32,29 +47,36 @@ rule student_pretrain:
         "../scripts/student_pretrain.py"
 
 
-rule student_mad:
-    """Distil the teachers' cached tokens into the pre-trained student (task-agnostic MAD)."""
+def agnostic_inputs(wildcards):
+    inputs = {"pretrained": student_path("pretrained", wildcards.sseed)}
+    if wildcards.variant != "plain":
+        inputs["vision"] = teacher_index("vision")
+        inputs["text"] = teacher_index("text")
+    return inputs
+
+
+rule student_task_agnostic:
+    """One task-agnostic student: the pre-training objective for the MAD stage's steps, with
+    (mad, mad-ts) or without (plain) distillation of the teachers' cached tokens."""
     input:
         manifests(tables=["images", "captions"], splits=["train"]),
-        pretrained="models/{dataset}/student/pretrained.safetensors",
-        vision=teacher_index("vision"),
-        text=teacher_index("text"),
+        unpack(agnostic_inputs),
     output:
-        model="models/{dataset}/student/mad.safetensors",
-        metrics="models/{dataset}/student/mad.json",
+        model="models/{dataset}/student/seed-{sseed}/agnostic-{variant}.safetensors",
+        metrics="models/{dataset}/student/seed-{sseed}/agnostic-{variant}.json",
     params:
         training=config["mad"]["training"],
-        distill=config["mad"].get("distill", {}),
-        seed=config["seed"],
+        distill=lambda wc: config["mad"]["distill"] if wc.variant != "plain" else {},
+        objective=config["pretrain"]["objective"],
     threads: 2
-    # on the critical path to every teacher method: schedule before the baselines
+    # on the critical path to every method: schedule before fine-tuning
     priority: 10
     log:
-        "logs/{dataset}/student/mad.log",
+        "logs/{dataset}/student/seed-{sseed}/agnostic-{variant}.log",
     benchmark:
-        "benchmarks/runs/{dataset}/student/mad.tsv"
+        "benchmarks/runs/{dataset}/student/seed-{sseed}/agnostic-{variant}.tsv"
     resources:
         mem_mb=6000,
         runtime=240,
     script:
-        "../scripts/student_mad.py"
+        "../scripts/student_task_agnostic.py"

@@ -24,8 +24,9 @@ rule features_all:
 rule models_all:
     """models/<dataset>/: the students, every fine-tuned model and every retrieval model."""
     input:
-        f"models/{DATASET}/student/pretrained.safetensors",
-        f"models/{DATASET}/student/mad.safetensors",
+        expand(student_path("pretrained", "{sseed}"), dataset=DATASET, sseed=STUDENT_SEEDS),
+        expand(student_path("{variant}", "{sseed}"), dataset=DATASET, sseed=STUDENT_SEEDS,
+               variant=sorted({AGNOSTIC_START[m] for m in FINETUNE["methods"]})),
         finetune_metrics(),
         expand("models/{dataset}/retrieval/seed-{seed}/{model}.safetensors", dataset=DATASET,
                seed=RETRIEVAL_SEEDS, model=[*FAST_MODELS, "slow"]) if RETRIEVAL else [],

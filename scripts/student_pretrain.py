@@ -19,7 +19,7 @@ with rule_logging(smk.log[0], max(1, smk.threads // nproc)):
             training=smk.params.training,
             objective=smk.params.objective,
             validation=smk.params.validation,
-            seed=smk.params.seed,
+            seed=int(smk.wildcards.sseed),
             out_path=smk.output.model,
             metrics_path=smk.output.metrics,
         )

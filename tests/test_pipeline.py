@@ -41,11 +41,12 @@ def test_tiny_pipeline_produces_every_manifest_and_both_caches(tiny_run):
 def test_every_job_has_a_log_and_a_benchmark(tiny_run):
     logs = sorted(p.relative_to(tiny_run / "logs") for p in (tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
-    # data, text corpus, 2 modalities x (2 shards + index), pretrain, mad, 3 x 2 x 2 finetune,
+    # data, text corpus, 2 modalities x (2 shards + index), pretrain, 2 task-agnostic students
+    # (plain, mad), 3 x 2 x 2 finetune,
     # finetune report; retrieval: slow, 2 fast, 2 indexes, 2 fast evals, slow eval, 2 re-ranks,
     # retrieval report; results table
-    assert len(logs) == 35, logs
-    assert len(benchmarks) == 35
+    assert len(logs) == 36, logs
+    assert len(benchmarks) == 36
     shard_log = (tiny_run / "logs/tiny/teacher/vision-efficientnet_lite0/shard-000-of-002.log")
     assert "done in" in shard_log.read_text()
 
@@ -69,7 +70,7 @@ def test_a_text_teacher_edit_reruns_only_the_text_cache(tiny_run):
     assert "vision-efficientnet_lite0/shard-000-of-002" not in output
     assert "rule data_synthetic" not in output
     assert "rule student_pretrain" not in output  # pre-training reads no teacher
-    assert "rule student_mad" in output
+    assert "rule student_task_agnostic" in output
 
 
 def dry_run_jobs(workdir: Path, *overrides: str) -> dict[str, int]:
@@ -88,7 +89,8 @@ def test_finetune_results_exist_for_every_task_regime_and_method(tiny_run):
     for task in ("vqa", "ve", "vcr"):
         for regime in ("lowshot-50", "full"):
             for method in ("baseline", "mad"):
-                path = tiny_run / "models/tiny" / task / regime / method / "seed-0/metrics.json"
+                path = (tiny_run / "models/tiny" / task / regime / method / "student-0"
+                        / "seed-0/metrics.json")
                 metrics = json.loads(path.read_text())
                 assert set(metrics["results"]) == {"test", "test_shifted"}
                 for result in metrics["results"].values():
@@ -100,8 +102,8 @@ def test_finetune_results_exist_for_every_task_regime_and_method(tiny_run):
     rows = pl.read_csv(tiny_run / "results/tiny/finetune.csv")
     assert len(rows) == 2 * 2 * 2 * (1 + 1 + 3)  # regimes x methods x splits x task metrics
     ve = tiny_run / "models/tiny/ve"
-    low = json.loads((ve / "lowshot-50/baseline/seed-0/metrics.json").read_text())
-    full = json.loads((ve / "full/baseline/seed-0/metrics.json").read_text())
+    low = json.loads((ve / "lowshot-50/baseline/student-0/seed-0/metrics.json").read_text())
+    full = json.loads((ve / "full/baseline/student-0/seed-0/metrics.json").read_text())
     assert low["n_train_images"] == 12 and full["n_train_images"] == 24
 
 

@@ -82,7 +82,7 @@ def test_each_real_config_shows_the_full_dag(repo, name):
         cwd=repo, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    for rule in ("data_files", "teacher_shard", "student_pretrain", "student_mad",
+    for rule in ("data_files", "teacher_shard", "student_pretrain", "student_task_agnostic",
                  "results_table"):
         assert f"rule {rule}:" in output or f"\n{rule} " in output, (rule, output[-2000:])
 

@@ -98,7 +98,7 @@ def test_the_profile_asks_for_gpus_for_training_and_feature_caching(repo):
     profile = yaml.safe_load((repo / "profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm"
     resources = profile["set-resources"]
-    for rule in ("teacher_shard", "student_pretrain", "student_mad", "finetune",
+    for rule in ("teacher_shard", "student_pretrain", "student_task_agnostic", "finetune",
                  "retrieval_slow", "retrieval_fast"):
         assert resources[rule]["gpu"] >= 1, rule
         assert "attempt" in str(resources[rule]["mem_mb"]), rule  # more memory on a retry

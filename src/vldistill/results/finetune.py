@@ -35,6 +35,7 @@ def metric_rows(metrics: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
             rows.append({
                 "dataset": dataset, "task": task, "regime": metrics["regime"], "split": split,
                 "method": metrics["method"], "metric": metric, "seed": metrics["seed"],
+                "student_seed": metrics["seeds"].get("pretrain"),
                 "value": float(result[metric]), "n": int(result["n"]),
                 "reference": None if reference is None else float(reference),
                 "reference_kind": kind,
@@ -52,7 +53,7 @@ def collect(paths: Iterable[str | Path], dataset: str) -> pl.DataFrame:
         except (KeyError, ValueError, json.JSONDecodeError) as error:
             raise ValueError(f"{path}: not a fine-tuning metrics file ({error}); re-run the job "
                              "that wrote it") from None
-    return pl.DataFrame(rows, schema=ROW_SCHEMA).sort([*KEYS, "seed"])
+    return pl.DataFrame(rows, schema=ROW_SCHEMA).sort([*KEYS, "student_seed", "seed"])
 
 
 METHOD_ORDER: tuple[str, ...] = ("baseline", "kd", "mad", "mad-ts", "mad-cw", "mad-af")

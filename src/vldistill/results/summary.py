@@ -13,19 +13,22 @@ from vldistill.io import atomic_output
 KEYS: tuple[str, ...] = ("dataset", "task", "regime", "split", "method", "metric")
 ROW_SCHEMA: dict[str, Any] = {
     "dataset": pl.String, "task": pl.String, "regime": pl.String, "split": pl.String,
-    "method": pl.String, "metric": pl.String, "seed": pl.Int64, "value": pl.Float64,
+    "method": pl.String, "metric": pl.String, "seed": pl.Int64,
+    # the student chain (pretrain.seeds) a fine-tuning row ran on; null where none applies
+    "student_seed": pl.Int64, "value": pl.Float64,
     "n": pl.Int64, "reference": pl.Float64, "reference_kind": pl.String,
 }
 
 
 def summarise(rows: pl.DataFrame) -> pl.DataFrame:
-    """Mean, sample standard deviation (null for one seed) and seed count per cell."""
+    """Mean, sample standard deviation (null for one replicate) and replicate count per cell;
+    a replicate is a (student seed, seed) pair."""
     return (
         rows.group_by(KEYS, maintain_order=True)
         .agg(
             pl.col("value").mean().alias("mean"),
             pl.col("value").std(ddof=1).alias("std"),
-            pl.col("seed").n_unique().alias("seeds"),
+            pl.struct("student_seed", "seed").n_unique().alias("seeds"),
             pl.col("n").first().alias("n"),
             pl.col("reference").mean().alias("reference"),
             pl.col("reference_kind").first().alias("reference_kind"),

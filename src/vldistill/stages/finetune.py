@@ -88,15 +88,13 @@ def teacher_confidence(teachers: TeacherFeatures, data: TaskData, frame: pl.Data
     return p_gold, loss
 
 
-def finetune(*, task: str, regime: str, method: str, root: str | Path,
-             pretrained: str | Path, mad_student: str | Path | None,
+def finetune(*, task: str, regime: str, method: str, root: str | Path, start: str | Path,
              vision_index: str | Path | None, text_index: str | Path | None,
              training: dict, mad: dict, seed: int,
              out_path: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+    """Fine-tune the task-agnostic student ``start`` (the one ``AGNOSTIC_START[method]``
+    names) on one task and regime with one method, then evaluate on the test splits."""
     mad_cfg = method_config(method, **mad)
-    start = mad_student if method.startswith("mad") else pretrained
-    if start is None:
-        raise ValueError(f"method {method!r} needs the MAD student checkpoint")
     source, cfg, _ = load_checkpoint(start)
     tokenizer = Tokenizer(cfg.context_length)
     splits = ("train", *EVAL_SPLITS)

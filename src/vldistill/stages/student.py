@@ -1,4 +1,4 @@
-"""The student stages: VL pre-training, then task-agnostic MAD on the caption corpus.
+"""The student stages: VL pre-training, then the task-agnostic students on the caption corpus.
 
 Both train on the *train* split's captions only. Training state (model, optimiser, step) is
 checkpointed next to the output under a name that hashes the stage's config, so a killed job
@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 
 from vldistill.data.manifest import manifest_path, read_manifest
 from vldistill.data.video import VisualBank, load_visual_bank
-from vldistill.distill.mad import MadConfig, distillation_loss
+from vldistill.distill.agnostic import agnostic_config
+from vldistill.distill.mad import distillation_loss
 from vldistill.io import write_json
 from vldistill.models.config import HeadsConfig, StudentConfig
 from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
@@ -129,47 +130,53 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
                            "n_captions": len(corpus)})
 
 
-def mad_student(*, root: str | Path, pretrained: str | Path, vision_index: str | Path,
-                text_index: str | Path, training: dict, mad: dict, seed: int,
-                out_path: str | Path, metrics_path: str | Path) -> dict:
-    """Task-agnostic MAD: distil the cached teacher tokens into the pre-trained student.
-
-    No labels exist here, so there is no confidence weighting and no adaptive lambda: the loss
-    is the pre-training objective (so the student keeps its VL skills) plus lambda0 times the
-    token-selected token and global distillation of both towers.
-    """
-    teachers = TeacherFeatures(vision_index, text_index)
+def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
+                     vision_index: str | Path | None, text_index: str | Path | None,
+                     training: dict, distill: dict, objective: dict, seed: int,
+                     out_path: str | Path, metrics_path: str | Path) -> dict:
+    """A task-agnostic student (distill/agnostic.py): the pre-training objective for the MAD
+    stage's budget, plus lambda0 times the token and global distillation of both towers for the
+    MAD variants. The ``plain`` variant is what the baseline and kd start from."""
+    mad_cfg = agnostic_config(variant, **distill)
     source, _, _ = load_checkpoint(pretrained)
-    vision_dim, text_dim = teachers.dims
+    heads = None
+    teachers = None
+    if mad_cfg is not None:
+        if vision_index is None or text_index is None:
+            raise ValueError(f"task-agnostic variant {variant!r} needs the teacher features")
+        teachers = TeacherFeatures(vision_index, text_index)
+        vision_dim, text_dim = teachers.dims
+        heads = HeadsConfig(teacher_vision_dim=vision_dim, teacher_text_dim=text_dim)
     torch.manual_seed(seed)  # the fresh projections' init must not depend on what ran before
-    model = create_student(source.cfg, HeadsConfig(teacher_vision_dim=vision_dim,
-                                                   teacher_text_dim=text_dim))
+    model = create_student(source.cfg, heads)
     load_backbone(model, pretrained)
     bank, corpus, captions = caption_data(root, "train", source.cfg)
     image_ids, texts = captions["image_id"].to_list(), captions["caption"].to_list()
     model.decoder.set_output_vocabulary(source.decoder.output_vocabulary())
-    mad_cfg = MadConfig(token_selection=True, confidence_weighting=False, adaptive=False,
-                        **mad)
+    goal = PretrainObjective.from_dict(objective)
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
 
     def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         vision, text = encode_captions(m, corpus, bank, rows)
-        out = pretrain_loss(m, corpus, bank, rows, encoded=(vision, text))
+        out = pretrain_loss(m, corpus, bank, rows, goal, encoded=(vision, text))
+        if mad_cfg is None:
+            return out
         states = student_states(m, vision, text, caption_batch(corpus, rows)[1], teachers.grid)
         targets = teachers.batch([image_ids[i] for i in rows.tolist()],
                                  [texts[i] for i in rows.tolist()])
-        distill = distillation_loss(mad_cfg, states, targets)
-        return {**out, "loss": out["loss"] + mad_cfg.lambda0 * distill["loss"],
-                "distill": distill["loss"].detach(), "tok_vision": distill["tok_vision"],
-                "tok_text": distill["tok_text"], "glob": distill["glob"]}
+        distilled = distillation_loss(mad_cfg, states, targets)
+        return {**out, "loss": out["loss"] + mad_cfg.lambda0 * distilled["loss"],
+                "distill": distilled["loss"].detach(), "tok_vision": distilled["tok_vision"],
+                "tok_text": distilled["tok_text"], "glob": distilled["glob"]}
 
-    state = state_path(out_path, {"pretrained": str(pretrained), "training": training,
-                                  "mad": mad, "seed": seed})
+    state = state_path(out_path, {"pretrained": str(pretrained), "variant": variant,
+                                  "training": training, "distill": distill,
+                                  "objective": objective, "seed": seed})
     history = train(model, loss_fn, len(corpus), train_cfg, state)
-    seeds = add_seed(checkpoint_seeds(pretrained), "mad", seed)
+    seeds = add_seed(checkpoint_seeds(pretrained), "task_agnostic", seed)
     return finish_student(model, history, out_path, metrics_path,
-                          {"stage": "mad", "seed": seed, "seeds": seeds,
-                           "n_captions": len(corpus)})
+                          {"stage": "task_agnostic", "variant": variant, "seed": seed,
+                           "seeds": seeds, "n_captions": len(corpus)})
 
 
 def finish_student(model: Student, history: list[dict], out_path: str | Path,

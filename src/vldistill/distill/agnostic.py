@@ -1,0 +1,34 @@
+"""The task-agnostic students the fine-tuning methods start from, all at one budget.
+
+After pre-training, every student gets the same number of task-agnostic steps on the same
+captions (the MAD stage's budget); only what is distilled differs. ``plain`` continues the
+pre-training objective without a teacher, so the baseline and kd have spent exactly what MAD
+has; ``mad`` adds token-selected distillation; ``mad-ts`` distils every token (the TS ablation
+leaves token selection out of every stage it touches). Confidence weighting and AF need labels
+and exist only in fine-tuning, so their ablations start from MAD's student.
+"""
+
+from __future__ import annotations
+
+from vldistill.distill.mad import METHODS, MadConfig
+
+AGNOSTIC_VARIANTS: tuple[str, ...] = ("plain", "mad", "mad-ts")
+AGNOSTIC_START: dict[str, str] = {
+    "baseline": "plain", "kd": "plain", "mad": "mad", "mad-ts": "mad-ts", "mad-cw": "mad",
+    "mad-af": "mad",
+}
+assert set(AGNOSTIC_START) == set(METHODS)
+
+
+def agnostic_config(variant: str, **distill: float) -> MadConfig | None:
+    """The distillation of a task-agnostic variant; None for ``plain``. No labels exist here,
+    so there is no confidence weighting and no adaptive lambda."""
+    if variant not in AGNOSTIC_VARIANTS:
+        raise ValueError(f"unknown task-agnostic variant {variant!r}; expected one of "
+                         f"{AGNOSTIC_VARIANTS}")
+    if variant == "plain":
+        return None
+    # ema only smooths AF's task loss during fine-tuning; it has no meaning here
+    distill = {k: v for k, v in distill.items() if k != "ema"}
+    return MadConfig(token_selection=variant == "mad", confidence_weighting=False,
+                     adaptive=False, **distill)
