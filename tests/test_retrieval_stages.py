@@ -193,3 +193,27 @@ def test_fast_trains_with_hard_negatives_and_records_it(root, student_checkpoint
     assert summary["hard_negatives"] and not plain["hard_negatives"]
     # same batches and start: the extra wrong texts raise the first step's loss
     assert summary["history"][0]["loss"] > plain["history"][0]["loss"]
+
+
+def test_queries_are_each_images_most_specific_captions(tmp_path):
+    from vldistill.data.manifest import manifest_path, read_manifest
+    from vldistill.data.synthetic import SyntheticConfig, generate
+    from vldistill.data.truth import CaptionTruth
+    from vldistill.models.config import StudentConfig
+    from vldistill.stages.retrieval import retrieval_set
+
+    counts = {"train": 2, "val": 2, "test": 30, "test_shifted": 2}
+    generate(SyntheticConfig(counts=counts), tmp_path, seed=0, progress=False)
+    data = retrieval_set(tmp_path, "test", 1, StudentConfig(width=32, heads=2))
+    captions = read_manifest(manifest_path(tmp_path, "test", "captions"), "captions")
+    images = read_manifest(manifest_path(tmp_path, "test", "images"), "images")
+    truth = CaptionTruth.build(captions, images)
+    fits = [truth.images_true_of(c) for c in range(len(captions))]
+    per_image = {}
+    for c, image in enumerate(truth.own_image):
+        per_image.setdefault(image, []).append(fits[c])
+    assert len(data.gold) == 30
+    for gold, same in zip(data.gold.tolist(), data.same_caption.tolist(), strict=True):
+        assert same == min(per_image[gold])
+    # the generic captions a first-caption rule would have picked fit far more images
+    assert sum(min(v) for v in per_image.values()) < sum(v[0] for v in per_image.values())

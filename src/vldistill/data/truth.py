@@ -107,6 +107,12 @@ class CaptionTruth:
         claim, background = known
         return (background is None or background == scene.background) and holds(claim, scene)
 
+    def images_true_of(self, caption: int) -> int:
+        """How many of the images a caption is true of (its own included)."""
+        if self.claims[caption] is None:  # by text: the images with this exact caption
+            return sum(self.texts[caption] in texts for texts in self.texts_of_image)
+        return sum(self.is_true(caption, image) for image in range(len(self.scenes)))
+
     def matrix(self, caption_rows: torch.Tensor, image_rows: torch.Tensor) -> torch.Tensor:
         """[len(caption_rows), len(image_rows)] bool, on the inputs' device."""
         cells = [[self.is_true(c, i) for i in image_rows.tolist()] for c in caption_rows.tolist()]

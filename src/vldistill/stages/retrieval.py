@@ -23,6 +23,7 @@ from safetensors.torch import load_file, load_model, save_model
 
 from vldistill.data.images import iter_image_batches
 from vldistill.data.manifest import manifest_path, read_manifest
+from vldistill.data.truth import CaptionTruth
 from vldistill.data.video import ClipBank, VisualBank, load_visual_bank
 from vldistill.eval.retrieval import (
     hard_negative_accuracy,
@@ -262,7 +263,7 @@ class RetrievalSet:
     ids: torch.Tensor  # [Q, L]
     mask: torch.Tensor  # [Q, L]
     gold: torch.Tensor  # [Q] gallery id of each query's image
-    # [Q] gallery images with a caption identical to the query's text (>= 1: its own)
+    # [Q] gallery images the query is true of (>= 1: its own; data/truth.py)
     same_caption: torch.Tensor
     # each query's hard negative (the query itself where it has none) and whether it has one
     negative_ids: torch.Tensor  # [Q, L]
@@ -296,15 +297,25 @@ def query_seeds(model_seeds: dict[str, int], max_queries: int | None) -> dict[st
 
 def retrieval_set(root: str | Path, split: str, captions_per_image: int, cfg: StudentConfig,
                   max_queries: int | None = None) -> RetrievalSet:
-    """The split's images as the gallery; the first ``captions_per_image`` captions of each as
-    queries, or a fixed random ``max_queries`` of them (Slow scores every gallery image per query,
-    so a large gallery needs a query subset to stay affordable)."""
+    """The split's images as the gallery; each image's ``captions_per_image`` most specific
+    captions as queries (true of the fewest gallery images; manifest order among equals), or a
+    fixed random ``max_queries`` of them (Slow scores every gallery image per query, so a large
+    gallery needs a query subset to stay affordable). A generic caption ("three shapes on a
+    light grey background") fits hundreds of images, so no model could find its image."""
     bank = load_visual_bank(root, [manifest_path(root, split, "images")], cfg.image_size,
                             cfg.frames, progress=False)
     context_length = cfg.context_length
     captions = read_manifest(manifest_path(root, split, "captions"), "captions")
-    queries = captions.filter(
-        pl.int_range(pl.len()).over("image_id") < captions_per_image)  # first c per image
+    images = read_manifest(manifest_path(root, split, "images"), "images")
+    images = images.join(pl.DataFrame({"image_id": bank.ids, "row": range(len(bank.ids))}),
+                         on="image_id").sort("row")
+    truth = CaptionTruth.build(captions, images)
+    captions = captions.with_columns(
+        pl.Series("images", [truth.images_true_of(c) for c in range(len(captions))]),
+        pl.int_range(pl.len()).alias("order"))
+    queries = (captions.sort(["images", "order"])
+               .filter(pl.int_range(pl.len()).over("image_id") < captions_per_image)
+               .sort("order"))
     if max_queries is not None and max_queries < len(queries):
         generator = torch.Generator().manual_seed(QUERY_SUBSET_SEED)
         keep = torch.randperm(len(queries), generator=generator)[:max_queries].sort().values
@@ -313,11 +324,8 @@ def retrieval_set(root: str | Path, split: str, captions_per_image: int, cfg: St
     ids, mask = tokenizer(queries["caption"].to_list())
     negatives = queries.select(pl.col("hard_negative").fill_null(pl.col("caption")))
     negative_ids, negative_mask = tokenizer(negatives["hard_negative"].to_list())
-    images_per_caption = captions.group_by("caption").agg(
-        pl.col("image_id").n_unique().alias("images"))
-    same = queries.join(images_per_caption, on="caption", how="left", maintain_order="left")
     return RetrievalSet(bank, ids, mask, bank.rows(queries["image_id"].to_list()),
-                        torch.tensor(same["images"].to_list()), negative_ids, negative_mask,
+                        torch.tensor(queries["images"].to_list()), negative_ids, negative_mask,
                         torch.tensor(queries["hard_negative"].is_not_null().to_list(),
                                      dtype=torch.bool))
 
@@ -493,9 +501,8 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
 def caption_ceiling(same_caption: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
                     ) -> dict[str, float]:
     """The expected text -> image R@K of a perfect model that still cannot tell apart the m
-    gallery images sharing the query's exact caption (ties in random order): the mean over
-    queries of min(K, m)/m. On synthetic scenes generic captions ("one shape on a light grey
-    background") are shared by hundreds of images of a large gallery: the ceiling of R@K."""
+    gallery images the query is true of (ties in random order): the mean over queries of
+    min(K, m)/m. Where a caption fits several scenes no model can do better: the ceiling."""
     m = same_caption.double()
     return {**{f"R@{k}": 100.0 * float((m.clamp(max=k) / m).mean()) for k in ks},
             "n": len(m)}
