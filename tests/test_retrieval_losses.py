@@ -73,3 +73,25 @@ def test_hard_negatives_join_only_the_image_to_text_softmax():
         info_nce(similarity, tau).item(), rel=1e-6)
     with pytest.raises(ValueError, match="hard negatives must be"):
         info_nce(similarity, tau, torch.zeros(3, 2))
+
+
+def test_info_nce_splits_the_target_over_every_positive():
+    import pytest
+    import torch
+
+    from vldistill.retrieval.losses import info_nce
+
+    positives = torch.tensor([[True, True], [False, True]])
+    similarity = torch.tensor([[0.0, 0.0], [-1.0, 1.0]])
+    # logits at tau 0.01: [[0, 0], [-100, 100]]. Image 0 has two true texts and spreads evenly
+    # over them (row loss log 2); image 1 picks its only text (0). Text 0 is true of image 0
+    # only, which it prefers (0); text 1 is true of both but image 0 scores it 100 below image 1,
+    # so half its target sits on a log-probability of -100 (50).
+    tau = 0.01
+    loss = info_nce(similarity, tau, positives=positives)
+    assert loss.item() == pytest.approx(0.5 * ((0.6931 + 0.0) / 2 + (0.0 + 50.0) / 2), abs=1e-3)
+    with pytest.raises(ValueError, match="true diagonal"):
+        info_nce(similarity, tau, positives=torch.zeros(2, 2, dtype=torch.bool))
+    # the diagonal default is the classic InfoNCE
+    assert info_nce(similarity, 1.0).item() == pytest.approx(
+        info_nce(similarity, 1.0, positives=torch.eye(2, dtype=torch.bool)).item())

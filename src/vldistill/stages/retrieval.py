@@ -160,7 +160,9 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
             true = torch.tensor([[image in true_of[r] for r in with_negative.tolist()]
                                  for image in corpus.image_rows[rows].tolist()])
             negatives = (image_embeddings @ texts.T).masked_fill(true, float("-inf"))
-        nce = info_nce(similarity, temperature, negatives)
+        # another image's caption may be true of this image too: a positive, not a negative
+        positives = corpus.true_of(rows, corpus.image_rows[rows]).T.to(similarity.device)
+        nce = info_nce(similarity, temperature, negatives, positives)
         if slow is None:
             return {"loss": nce}
         # Slow scores d x d pairs per step, the cost of distillation: distil over the batch's

@@ -28,6 +28,7 @@ from vldistill.models.student import Student
 from vldistill.models.text import TextOutput
 from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.models.vision import VisionOutput
+from vldistill.retrieval.losses import info_nce
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,6 @@ def select_text(text: TextOutput, index: torch.Tensor) -> TextOutput:
     return TextOutput(tokens=text.tokens[index], pooled=text.pooled[index])
 
 
-def soft_contrastive(similarity: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of softmax rows against uniform targets over each row's positives (a
-    caption true of several images in the batch is a positive of each)."""
-    targets = positives.float() / positives.float().sum(dim=1, keepdim=True)
-    return -(targets * similarity.log_softmax(dim=1)).sum(dim=1).mean()
-
-
 def sample_false(similarity: torch.Tensor, positives: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, one column that is not a positive, drawn in proportion to softmax(similarity)
@@ -152,8 +146,9 @@ def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: 
     # true[a, b]: caption a is true of the batch's image b (the diagonal always is)
     true = corpus.true_of(rows, corpus.image_rows[rows]).to(ids.device)
     v, t = model.heads.contrastive(vision.pooled, text.pooled)
-    similarity = v @ t.T / obj.itc_temperature  # [image, caption]
-    itc = 0.5 * (soft_contrastive(similarity, true.T) + soft_contrastive(similarity.T, true))
+    cosine = v @ t.T  # [image, caption]
+    itc = info_nce(cosine, obj.itc_temperature, positives=true.T)
+    similarity = cosine / obj.itc_temperature
 
     def itm_logits(v_index: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
         return model.heads("itm", model.fuse(select_vision(vision, v_index),
