@@ -35,7 +35,7 @@ def metric_rows(metrics: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
             rows.append({
                 "dataset": dataset, "task": task, "regime": metrics["regime"], "split": split,
                 "method": metrics["method"], "metric": metric, "seed": metrics["seed"],
-                "student_seed": metrics["seeds"].get("pretrain"),
+                "student_seed": metrics.get("seeds", {}).get("pretrain"),  # none: no student
                 "value": float(result[metric]), "n": int(result["n"]),
                 "reference": None if reference is None else float(reference),
                 "reference_kind": kind,
