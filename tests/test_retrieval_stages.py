@@ -229,6 +229,7 @@ def test_non_exhaustive_indexes_evaluate_with_exact_ranks(student_checkpoint, tm
         embed_queries,
         evaluate_fast,
         evaluate_rerank,
+        image_to_text_metrics,
         retrieval_set,
         save_fast,
     )
@@ -244,7 +245,7 @@ def test_non_exhaustive_indexes_evaluate_with_exact_ranks(student_checkpoint, tm
     with torch.no_grad():
         scores = embed_gallery(model, data.bank) @ embed_queries(model, data.ids, data.mask).T
     exact = {"t2i": retrieval_metrics(scores.T, data.gold),
-             "i2t": retrieval_metrics(scores[data.queried_images], data.image_to_text_gold)}
+             "i2t": image_to_text_metrics(scores[data.queried_images], data.image_to_text_gold)}
     common = {"root": root, "split": "test", "captions_per_image": 1}
     for factory, nprobe in (("Flat", None), ("IVF16,Flat", 1), ("HNSW8", None)):
         index_path = tmp_path / f"{factory}.faiss"

@@ -119,6 +119,13 @@ def retrieval_metrics(scores: torch.Tensor, gold: torch.Tensor,
     return ranks_metrics(ranks_from_scores(scores, gold), ks)
 
 
+def chance_metrics(gold: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
+    """R@K and median rank of a constant scorer (every item tied) for this gold [Q, G] mask:
+    chance. One correct item of G: R@K = K / G; several: sooner, 1 - C(G - g, K) / C(G, K)."""
+    metrics = retrieval_metrics(torch.zeros(gold.shape), gold, ks)
+    return {name: value for name, value in metrics.items() if name != "n"}
+
+
 def ranks_metrics(ranks: Ranks, ks: Sequence[int] = KS) -> dict[str, float]:
     """R@K for each K, the median rank and n."""
     return {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks), "n": len(ranks)}

@@ -27,6 +27,7 @@ from vldistill.data.truth import CaptionTruth
 from vldistill.data.video import ClipBank, VisualBank, load_visual_bank
 from vldistill.eval.retrieval import (
     KS,
+    chance_metrics,
     hard_negative_accuracy,
     ranks_metrics,
     retrieval_metrics,
@@ -401,12 +402,18 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
     return {
         "model": "fast_distilled" if extra.get("distilled") else "fast",
         "t2i": retrieval_metrics(scores.T, data.gold),
-        "i2t": retrieval_metrics(scores[data.queried_images], data.image_to_text_gold),
+        "i2t": image_to_text_metrics(scores[data.queried_images], data.image_to_text_gold),
         **fast_hard_negatives(model, data, gallery, queries),
         "latency_ms_per_query": {"fast": fast_ms, "slow": 0.0, "total": fast_ms},
         "slow_calls_per_query": 0, "gallery": n_gallery, "queries": n_queries,
         "seeds": query_seeds(extra.get("seeds", {}), max_queries),
     }
+
+
+def image_to_text_metrics(scores: torch.Tensor, gold: torch.Tensor) -> dict[str, Any]:
+    """Image -> text R@K and median rank, with their chance levels under ``chance``: an image
+    has several correct captions, so chance is not K / queries."""
+    return {**retrieval_metrics(scores, gold), "chance": chance_metrics(gold)}
 
 
 def fast_hard_negatives(model: FastDualEncoder, data: RetrievalSet, gallery: torch.Tensor,
@@ -478,7 +485,7 @@ def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str
     return {
         "model": f"{kind}_1frame",
         "t2i": retrieval_metrics(matrix.T, data.gold),
-        "i2t": retrieval_metrics(matrix[data.queried_images], data.image_to_text_gold),
+        "i2t": image_to_text_metrics(matrix[data.queried_images], data.image_to_text_gold),
         **hard,
         "slow_calls_per_query": n_gallery if kind == "slow" else 0,
         "gallery": n_gallery, "queries": n_queries,
@@ -501,7 +508,7 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
     return {
         "model": "slow",
         "t2i": retrieval_metrics(matrix.T, data.gold),
-        "i2t": retrieval_metrics(matrix[data.queried_images], data.image_to_text_gold),
+        "i2t": image_to_text_metrics(matrix[data.queried_images], data.image_to_text_gold),
         **slow_hard_negatives(slow, data, levels, matrix, max_pairs, directions),
         "latency_ms_per_query": {"fast": 0.0, "slow": slow_ms, "total": slow_ms},
         "slow_calls_per_query": n_gallery, "gallery": n_gallery, "queries": n_queries,
