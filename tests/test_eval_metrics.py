@@ -10,7 +10,7 @@ from vldistill.eval import (
     answer_vocabulary,
     chance_level,
     majority_answer_baseline,
-    normalize_answer,
+    official_normalize_answer,
     soft_targets,
     vcr_scores,
     vocab_index,
@@ -44,15 +44,15 @@ from vldistill.eval import (
         ("the", ""),
     ],
 )
-def test_normalize_answer(raw: str, expected: str) -> None:
-    assert normalize_answer(raw) == expected
+def test_official_normalize_answer(raw: str, expected: str) -> None:
+    assert official_normalize_answer(raw) == expected
 
 
 def test_digit_comma_deletes_the_comma_and_every_other_mark() -> None:
     # commaStrip only decides delete-versus-space; it keeps nothing: "1,000" -> "1000".
-    assert normalize_answer("1,000") == "1000"
-    assert normalize_answer("1,000!") == "1000"  # "!" deleted too, not turned into a space
-    assert normalize_answer("1,000 (approx)") == "1000 approx"
+    assert official_normalize_answer("1,000") == "1000"
+    assert official_normalize_answer("1,000!") == "1000"  # "!" deleted too, not turned into a space
+    assert official_normalize_answer("1,000 (approx)") == "1000 approx"
 
 
 # --- per-question accuracy
@@ -79,29 +79,58 @@ def test_accuracy_by_number_of_matches(matches: int, expected: float) -> None:
     assert vqa_accuracy("dog", answers) == pytest.approx(expected, abs=1e-15)
 
 
-def test_prediction_is_normalised_before_matching() -> None:
+def test_prediction_and_answers_are_processed_when_the_answers_disagree() -> None:
     answers = ["2"] * 4 + OTHERS[:6]
     assert vqa_accuracy("Two", answers) == 1.0
     assert vqa_accuracy("  the dog.\n", ["dog"] * 3 + OTHERS[:7]) == 0.9
-
-
-def test_ground_truth_gets_punctuation_only_when_answers_disagree() -> None:
-    # Official: all-identical answers are compared as stored ...
-    assert vqa_accuracy("yes", ["yes!"] * 10) == 0.0
-    assert vqa_accuracy("t-shirt", ["t-shirt"] * 10) == 0.0  # prediction became "t shirt"
-    # ... different ones get processPunctuation ("yes!" -> "yes ") but no strip or lower-casing
-    # (the official code expects the released, already normalised, answers).
-    assert vqa_accuracy("yes", ["yes!"] * 9 + ["no"]) == 0.0
+    # answers get processDigitArticle too (master since the 2021 fix): "Two" -> "2", "yes!" ->
+    # "yes ", split and joined -> "yes"; "t-shirt" -> "t shirt" on both sides
+    assert vqa_accuracy("2", ["Two"] * 4 + OTHERS[:6]) == 1.0
+    assert vqa_accuracy("yes", ["yes!"] * 9 + ["no"]) == 1.0
     assert vqa_accuracy("t shirt", ["t-shirt"] * 9 + ["no"]) == 1.0
-    assert vqa_accuracy("2", ["Two"] * 10) == 0.0  # no processDigitArticle on the ground truth
+    assert vqa_accuracy("T-Shirt", ["t-shirt"] * 9 + ["no"]) == 1.0
+    assert vqa_accuracy("Yes", ["yes"] * 9 + ["no"]) == 1.0
+
+
+def test_identical_answers_are_compared_unprocessed_with_an_unprocessed_prediction() -> None:
+    # Official: with all answers identical only whitespace is cleaned, on both sides
+    assert vqa_accuracy("Yes", ["yes"] * 10) == 0.0
+    assert vqa_accuracy("yes.", ["yes"] * 10) == 0.0
+    assert vqa_accuracy(" yes\n", ["yes"] * 10) == 1.0
+    assert vqa_accuracy("yes", ["yes\t"] * 10) == 1.0  # answers are stripped too
+    assert vqa_accuracy("yes", ["yes!"] * 10) == 0.0
+    assert vqa_accuracy("t-shirt", ["t-shirt"] * 10) == 1.0
+    assert vqa_accuracy("t shirt", ["t-shirt"] * 10) == 0.0
+    assert vqa_accuracy("2", ["Two"] * 10) == 0.0
+    assert vqa_accuracy("Two", ["Two"] * 10) == 1.0
+    # whitespace cleaning comes before the identity test: "yes " and "yes" are identical
+    assert vqa_accuracy("Yes", ["yes "] * 5 + ["yes"] * 5) == 0.0
+
+
+def test_period_and_digit_quirks() -> None:
+    assert official_normalize_answer("5.") == "5" and official_normalize_answer("3.5") == "3.5"
+    assert official_normalize_answer("." * 40) == "." * 8  # re.UNICODE (32) is the count
+    assert official_normalize_answer("\u0663.") == "\u0663"  # "\d" is ASCII: no digit follows
+    assert official_normalize_answer("1\u066c5") == "1\u066c5"  # no ASCII digit-comma-digit
 
 
 def test_normalize_gt_normalises_raw_annotator_answers() -> None:
+    """Deviation: generated answers in raw spellings are normalised as the release's were."""
     assert vqa_accuracy("yes", ["yes!"] * 10, normalize_gt=True) == 1.0
+    assert vqa_accuracy("2", ["Two"] * 10, normalize_gt=True) == 1.0
     assert vqa_accuracy("2", ["Two", "two", "2"] + OTHERS[:7], normalize_gt=True) == 0.9
+    # the prediction is still only whitespace-cleaned when the answers are identical
+    assert vqa_accuracy("Two", ["Two"] * 10, normalize_gt=True) == 0.0
+
+
+def test_mean_over_annotators_is_an_exact_fraction() -> None:
+    """Deviation: the official float sum gives 0.5999999999999999 for 2 of 10; here 18/30."""
+    assert vqa_accuracy("dog", answers_with(2)) == 0.6
+    assert sum([2 / 3] * 8 + [1 / 3] * 2) / 10 == pytest.approx(0.6, abs=1e-15)
 
 
 def test_other_answer_counts() -> None:
+    # Deviation: the official leave-one-out scores a single answer 0 whatever the prediction
     assert vqa_accuracy("dog", ["dog"]) == pytest.approx(1 / 3)  # no leave-one-out with one
     assert vqa_accuracy("cat", ["dog"]) == 0.0
     # Three answers, two matching: leaving a match out leaves 1 -> 1/3 (twice), else 2 -> 2/3.

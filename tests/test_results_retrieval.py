@@ -39,6 +39,23 @@ def test_rows_carry_n_and_chance_references():
     assert not any(r["metric"].startswith("i2t") for r in reranked)
 
 
+def test_an_image_to_text_chance_written_by_the_evaluation_is_the_reference():
+    """5 captions of each of 8 images: a random order finds one of an image's 5 among 40 at
+    R@1 with probability 5/40, not 1/40; the evaluation writes that figure."""
+    from vldistill.eval.retrieval import chance_metrics
+
+    gold = torch.arange(40)[None, :] // 5 == torch.arange(8)[:, None]
+    chance = chance_metrics(gold)
+    assert chance["R@1"] == pytest.approx(12.5) and chance["median_rank"] == pytest.approx(41 / 6)
+    out = result("slow", 0, 20.0, 100.0, 50)
+    out["i2t"]["chance"] = chance
+    rows = {r["metric"]: r for r in result_rows(out, "d", "test")}
+    assert rows["i2t_R@1"]["reference"] == pytest.approx(12.5)
+    assert rows["i2t_median_rank"]["reference"] == pytest.approx(41 / 6)
+    assert rows["i2t_median_rank"]["reference_kind"] == "random"
+    assert "i2t_chance" not in rows
+
+
 def test_models_sort_fast_first_and_re_rankers_by_k():
     models = ["rerank_k20", "slow", "rerank_k5", "fast_distilled", "fast"]
     assert sorted(models, key=model_order) == ["fast", "fast_distilled", "slow", "rerank_k5",

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from vldistill.retrieval.index import (
+    MAX_SEARCH_K,
     build_index,
     build_index_from_batches,
     load_index,
@@ -47,6 +48,19 @@ def test_k_is_capped_at_the_gallery_size_and_bad_factories_are_named():
     assert rows.shape == (2, 3) and sorted(rows[0].tolist()) == [0, 1, 2]
     with pytest.raises(ValueError, match="NotAnIndex"):
         build_index(normalised(rng, 3, 8), "NotAnIndex")
+
+
+def test_k_above_the_gpu_limit_is_refused_and_missing_neighbours_read_minus_one():
+    rng = np.random.default_rng(4)
+    index = build_index(normalised(rng, MAX_SEARCH_K + 10, 8))
+    assert search(index, normalised(rng, 1, 8), MAX_SEARCH_K)[1].shape == (1, MAX_SEARCH_K)
+    with pytest.raises(ValueError, match="GPU limit of 2048"):
+        search(index, normalised(rng, 1, 8), MAX_SEARCH_K + 1)
+    # IVF visiting 1 of 16 lists cannot fill the top 100: faiss pads with -1
+    ivf = build_index(normalised(rng, 320, 8), "IVF16,Flat", nprobe=1)
+    scores, rows = search(ivf, normalised(rng, 5, 8), 100)
+    assert (rows < 0).any() and np.isneginf(scores[rows < 0]).all()
+    assert np.isfinite(scores[rows >= 0]).all()
 
 
 @pytest.mark.parametrize("factory, train_size", [("Flat", 0), ("IVF8,Flat", 150)])

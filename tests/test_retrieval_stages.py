@@ -217,3 +217,45 @@ def test_queries_are_each_images_most_specific_captions(tmp_path):
         assert same == min(per_image[gold])
     # the generic captions a first-caption rule would have picked fit far more images
     assert sum(min(v) for v in per_image.values()) < sum(v[0] for v in per_image.values())
+
+
+def test_non_exhaustive_indexes_evaluate_with_exact_ranks(student_checkpoint, tmp_path):
+    """IVF visiting 1 of its 16 lists and HNSW miss neighbours (faiss answers -1): evaluation
+    and re-ranking run through, and Fast's ranks are the exact ones from the embeddings."""
+    from vldistill.eval.retrieval import retrieval_metrics
+    from vldistill.stages.retrieval import (
+        build_gallery_index,
+        embed_gallery,
+        embed_queries,
+        evaluate_fast,
+        evaluate_rerank,
+        image_to_text_metrics,
+        retrieval_set,
+        save_fast,
+    )
+
+    root = tmp_path / "scenes"
+    generate(SyntheticConfig(counts={"train": 1, "val": 1, "test": 24, "test_shifted": 1}), root,
+             seed=1, progress=False)
+    fast_path = tmp_path / "fast.safetensors"
+    save_fast(fast_path, create_fast(StudentConfig.from_dict(STUDENT), 16, student_checkpoint),
+              {"temperature": 0.1, "distilled": False, "seeds": {}})
+    model, _ = load_fast(fast_path)
+    data = retrieval_set(root, "test", 1, model.cfg)
+    with torch.no_grad():
+        scores = embed_gallery(model, data.bank) @ embed_queries(model, data.ids, data.mask).T
+    exact = {"t2i": retrieval_metrics(scores.T, data.gold),
+             "i2t": image_to_text_metrics(scores[data.queried_images], data.image_to_text_gold)}
+    common = {"root": root, "split": "test", "captions_per_image": 1}
+    for factory, nprobe in (("Flat", None), ("IVF16,Flat", 1), ("HNSW8", None)):
+        index_path = tmp_path / f"{factory}.faiss"
+        build_gallery_index(root=root, fast_path=fast_path, split="test", factory=factory,
+                            nprobe=nprobe, out_path=index_path)
+        fast = evaluate_fast(fast_path=fast_path, index_path=index_path, **common)
+        assert fast["t2i"] == exact["t2i"] and fast["i2t"] == exact["i2t"], factory
+        rerank = evaluate_rerank(fast_path=fast_path, index_path=index_path,
+                                 slow_path=student_checkpoint, k=24, beta=0.5, **common)
+        assert rerank["t2i"]["n"] == 24 and 0 <= rerank["t2i"]["R@1"] <= 100
+        assert 1 <= rerank["t2i"]["median_rank"] <= 24
+        if factory == "IVF16,Flat":  # one list of 16 holds far fewer than 24 images
+            assert rerank["slow_calls_per_query"] < 24

@@ -7,7 +7,7 @@ import torch
 from vldistill.data.images import ImageBank, load_image_bank
 from vldistill.data.manifest import VE_LABELS, manifest_path, read_manifest
 from vldistill.data.synthetic import SyntheticConfig, generate
-from vldistill.eval import answer_vocabulary, normalize_answer, vqa_score
+from vldistill.eval import answer_vocabulary, official_normalize_answer, vqa_score
 from vldistill.models.config import HeadsConfig, StudentConfig
 from vldistill.models.factory import create_student
 from vldistill.models.student import Student
@@ -79,7 +79,7 @@ def test_vqa_task_data_shapes_gold_and_soft_targets(root, bank, tokenizer, vocab
     assert data.gold[0] == two
     # the synthetic manifest's multiple-choice answer is the most common normalised answer
     for i, answer in enumerate(df["multiple_choice_answer"].to_list()[1:], start=1):
-        assert data.gold[i] == vocab.index(normalize_answer(answer))
+        assert data.gold[i] == vocab.index(official_normalize_answer(answer))
     assert ((data.targets >= 0) & (data.targets <= 1)).all()
     assert data.item_ids is None and data.stage is None
 

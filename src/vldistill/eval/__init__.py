@@ -4,7 +4,7 @@ from vldistill.eval.classification import accuracy, chance_level, vcr_scores
 from vldistill.eval.vqa import (
     answer_vocabulary,
     majority_answer_baseline,
-    normalize_answer,
+    official_normalize_answer,
     soft_targets,
     vocab_index,
     vqa_accuracy,
@@ -16,7 +16,7 @@ __all__ = [
     "answer_vocabulary",
     "chance_level",
     "majority_answer_baseline",
-    "normalize_answer",
+    "official_normalize_answer",
     "soft_targets",
     "vcr_scores",
     "vocab_index",

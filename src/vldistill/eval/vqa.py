@@ -1,16 +1,45 @@
-"""VQA v2 accuracy as the official evaluation code computes it, plus classifier-head helpers.
+r"""VQA v2 accuracy as the official evaluation code computes it, plus classifier-head helpers.
 
-The reference is ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` of GT-Vision-Lab/VQA (the
-Python 3 version on master). Its normalisation is reproduced literally, quirks included, because a
-number is only comparable with published VQA v2 results if it is computed the same way:
+The reference is ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` of GT-Vision-Lab/VQA on
+master, commit a013f0043c1e2cdc995922dfe257f7149aa9af06 ("Fixed processing answers bug",
+2021-03-11): the code the VQA v2 evaluation publishes. Its answer processing is reproduced
+literally, quirks included, because a number is only comparable with published VQA v2 results
+if it is computed the same way. For one question:
 
-* the prediction always gets newline/tab -> space, ``strip``, ``processPunctuation`` and
-  ``processDigitArticle``;
-* the ground-truth answers get ``processPunctuation`` only, and only when they are not all
-  identical; never newline/tab handling nor ``processDigitArticle``. The official code relies on
-  the VQA v2 annotation files holding answers that were already normalised when released. For
-  answers that were not (raw annotator strings such as "Red" or "two"), pass
-  ``normalize_gt=True``, which normalises them as the release did before the official logic runs.
+* the prediction and every ground-truth answer get newline/tab -> space and ``strip``;
+* only if the ground-truth answers are not all identical do the prediction and every answer
+  get ``processPunctuation`` then ``processDigitArticle`` (``official_normalize_answer``). With
+  identical answers nothing else happens: "Yes" scores 0 against ten "yes", "t-shirt" 1 against
+  ten "t-shirt". (The Python 3 port on the ``feature/update_style`` branch predates the fix:
+  it always processes the prediction and gives the answers punctuation only. Not followed.)
+* acc_i = min(1, #other annotators matching / 3) leaving annotator i out, averaged over all
+  10; the official code leaves out the one answer record (each has its own ``answer_id``), so
+  exactly one annotator per term.
+
+``processPunctuation``'s quirks are kept: a mark next to a space anywhere in the answer is
+deleted, any other replaced by a space, and every mark is deleted when a digit-comma-digit
+occurs anywhere ("1,000" -> "1000"); the period regex ``(?!<=\d)(\.)(?!\d)`` has a typo (a
+lookahead for "<=digit", always true), so a period goes unless a digit follows ("5." -> "5",
+"3.5" stays); its ``re.UNICODE`` lands in ``sub``'s count, so at most 32 periods go; ``\d``
+means ASCII digits (Python 2 without that flag). ``processDigitArticle`` lower-cases, maps
+number words "none"/"zero".."ten" to digits, drops "a"/"an"/"the", then expands contractions
+("dont" -> "don't"; the capitalised keys never match once lower-cased).
+
+Deliberate deviations, each tested:
+
+* one ground-truth answer: the official leave-one-out leaves nothing and scores 0 whatever the
+  prediction; here min(1, matches / 3) on that answer (the paper's formula without the
+  average). VQA v2 always has 10 answers, so its scores are unaffected.
+* ``normalize_gt=True`` first gives each ground-truth answer ``official_normalize_answer``: the
+  VQA v2 release's answers were normalised so before the evaluation ever saw them; generated
+  answers in raw annotator spellings ("Red", "two") were not. Off by default.
+* the mean over annotators is an exact fraction (3 of 10 matching -> 27/30 = 0.9) rather than a
+  float sum (the official 2-of-10 value is 0.5999999999999999, here 0.6); scores are fractions
+  in [0, 1], not the official 100x rounded to 2 decimals.
+
+``official_normalize_answer`` is the official processing of an answer. It is not
+``vldistill.data.language.normalize_answer``, which only groups the generator's annotator
+spellings (case, surrounding punctuation, number words) to pick a majority answer.
 """
 
 from __future__ import annotations
@@ -23,7 +52,7 @@ from collections.abc import Iterable, Mapping, Sequence
 __all__ = [
     "answer_vocabulary",
     "majority_answer_baseline",
-    "normalize_answer",
+    "official_normalize_answer",
     "soft_targets",
     "vocab_index",
     "vqa_accuracy",
@@ -83,8 +112,8 @@ PUNCT: tuple[str, ...] = (
 
 # "(?!<=\d)" is the official code's typo for "(?<!\d)": as written it is a lookahead that always
 # holds, so a period is removed whenever no digit follows it ("3.5" keeps it, "5." loses it).
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(\,)(\d)")
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
+_COMMA_STRIP = re.compile(r"(\d)(\,)(\d)", re.ASCII)
 # The official call is periodStrip.sub("", text, re.UNICODE): the flag lands in ``count``.
 _PERIOD_STRIP_COUNT = int(re.UNICODE)
 
@@ -113,10 +142,15 @@ def _process_digit_article(text: str) -> str:
     return " ".join(words)
 
 
-def normalize_answer(text: str) -> str:
-    """Normalise an answer exactly as the official code normalises a prediction."""
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return _process_digit_article(_process_punctuation(text))
+def _clean_whitespace(text: str) -> str:
+    """What the official code does to every answer: newline/tab -> space, then ``strip``."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+def official_normalize_answer(text: str) -> str:
+    """An answer as the official code compares it when the annotators disagree: whitespace
+    cleaned, ``processPunctuation``, then ``processDigitArticle``."""
+    return _process_digit_article(_process_punctuation(_clean_whitespace(text)))
 
 
 def _check_answers(answers: Sequence[str], where: str) -> list[str]:
@@ -129,12 +163,13 @@ def _check_answers(answers: Sequence[str], where: str) -> list[str]:
 
 
 def _accuracy(prediction: str, answers: list[str], normalize_gt: bool) -> float:
-    pred = normalize_answer(prediction)
     if normalize_gt:
-        answers = [normalize_answer(a) for a in answers]
-    # Official: ground truth is punctuation-processed only when the answers disagree.
+        answers = [official_normalize_answer(a) for a in answers]
+    pred, answers = _clean_whitespace(prediction), [_clean_whitespace(a) for a in answers]
+    # Official: everything is processed only when the (cleaned) answers disagree.
     if len(set(answers)) > 1:
-        answers = [_process_punctuation(a) for a in answers]
+        pred = _process_digit_article(_process_punctuation(pred))
+        answers = [_process_digit_article(_process_punctuation(a)) for a in answers]
     hits = [a == pred for a in answers]
     matches = sum(hits)
     if len(answers) == 1:
@@ -208,7 +243,7 @@ def answer_vocabulary(
     for i, answers in enumerate(answers_lists):
         if isinstance(answers, str):
             raise TypeError(f"question {i}: answers must be a sequence of strings, not one string")
-        counts.update(normalize_answer(a) for a in answers)
+        counts.update(official_normalize_answer(a) for a in answers)
     counts.pop("", None)
     ranked = sorted((a for a, c in counts.items() if c >= min_count), key=lambda a: (-counts[a], a))
     return ranked if top_k is None else ranked[:top_k]
@@ -236,7 +271,7 @@ def soft_targets(
     if isinstance(answers, str):
         raise TypeError("answers must be a sequence of strings, not one string")
     index = vocab if isinstance(vocab, Mapping) else vocab_index(vocab)
-    counts = Counter(normalize_answer(a) for a in answers)
+    counts = Counter(official_normalize_answer(a) for a in answers)
     return sorted((index[a], min(3, c) / 3) for a, c in counts.items() if a in index)
 
 

@@ -5,9 +5,10 @@ task is ``retrieval``; method the model (fast, fast_distilled, slow, rerank_k<K>
 gallery split; metrics t2i_R@K / i2t_R@K (percent), t2i/i2t_median_rank, and the latency per
 query in ms (fast_ms, slow_ms, total_ms) with slow_calls per query, and hard_negative_acc: how often
 a model prefers an image's caption to the caption's hard negative (for the synthetic clips, the
-same words said of the time-reversed clip). The reference beside a recall is chance (K /
-gallery), beside a median rank a random order's ((gallery + 1) / 2), beside hard_negative_acc a
-coin flip's 50 %. Method
+same words said of the time-reversed clip). The reference beside a recall is chance, beside a
+median rank a random order's: the figures the evaluation wrote under ``chance`` (image -> text,
+where an image has several correct captions), else K / gallery and (gallery + 1) / 2; beside
+hard_negative_acc a coin flip's 50 %. Method
 ``ceiling`` is the best text -> image R@K any model can reach when gallery images share the
 query's exact caption (see stages.retrieval.caption_ceiling).
 """
@@ -65,10 +66,14 @@ def result_rows(result: dict[str, Any], dataset: str, split: str) -> list[dict[s
         if metrics is None:  # re-rankers answer text -> image only
             continue
         candidates = gallery if direction == "t2i" else int(result["queries"])
+        chance = metrics.get("chance", {})
         for name, value in metrics.items():
-            if name == "n":
+            if name in ("n", "chance"):
                 continue
-            if name == "median_rank":
+            if name in chance:
+                reference, kind = float(chance[name]), \
+                    "random" if name == "median_rank" else "chance"
+            elif name == "median_rank":
                 reference, kind = (candidates + 1) / 2, "random"
             else:
                 reference, kind = 100.0 * min(int(name.removeprefix("R@")), candidates) \

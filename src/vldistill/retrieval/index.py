@@ -90,7 +90,22 @@ def load_index(path: str | Path, gpu: bool = True) -> faiss.Index:
     return index
 
 
+# GPU faiss selects at most 2048 neighbours per query (its k-selection kernels); CPU faiss has no
+# limit, but one limit for both keeps a search's result independent of where it runs.
+MAX_SEARCH_K = 2048
+
+
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (scores [Q, k], gallery rows [Q, k]) per query, best first."""
+    """Top-``k`` (scores [Q, k], gallery rows [Q, k]) per query, best first.
+
+    ``k`` is capped at the gallery size and must not exceed ``MAX_SEARCH_K``: a metric that needs
+    a rank beyond the top k computes it from exact scores instead. A non-exhaustive index (IVF
+    with nprobe < nlist, HNSW) may find fewer than k: the missing rows are -1, their scores -inf.
+    """
     k = min(k, index.ntotal)
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    if k > MAX_SEARCH_K:
+        raise ValueError(f"searching the top {k} exceeds faiss's GPU limit of {MAX_SEARCH_K}; "
+                         "rank beyond it from exact scores")
+    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    scores[rows < 0] = -np.inf  # faiss pads with -FLT_MAX for inner product
+    return scores, rows

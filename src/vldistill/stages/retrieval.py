@@ -26,9 +26,10 @@ from vldistill.data.manifest import manifest_path, read_manifest
 from vldistill.data.truth import CaptionTruth
 from vldistill.data.video import ClipBank, VisualBank, load_visual_bank
 from vldistill.eval.retrieval import (
+    KS,
+    chance_metrics,
     hard_negative_accuracy,
-    median_rank,
-    recall_at_k,
+    ranks_metrics,
     retrieval_metrics,
 )
 from vldistill.io import atomic_output, canonicalise_safetensors
@@ -38,7 +39,13 @@ from vldistill.models.fast import FastDualEncoder
 from vldistill.models.fusion import DIRECTIONS
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
-from vldistill.retrieval.index import build_index_from_batches, load_index, save_index, search
+from vldistill.retrieval.index import (
+    MAX_SEARCH_K,
+    build_index_from_batches,
+    load_index,
+    save_index,
+    search,
+)
 from vldistill.retrieval.losses import KL_DIRECTIONS, info_nce, slow_to_fast_kl
 from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
 from vldistill.seeds import add_seed, checkpoint_seeds, dataset_seeds, merge_seeds
@@ -376,27 +383,37 @@ def build_gallery_index(*, root: str | Path, fast_path: str | Path, split: str, 
 def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
                   split: str, captions_per_image: int,
                   max_queries: int | None = None) -> dict[str, Any]:
-    """Text -> image through the index, image -> text by exact dot products; timed per query."""
+    """Fast retrieval, timed per query as a deployed system answers it (encode the text, search
+    the index for the top max(KS)). The ranks are exact: every query's gold image against
+    every gallery image by exact dot products, not read off the search result, which an
+    approximate index truncates (-1 rows) and which never reaches beyond the top k."""
     model, extra = load_fast(fast_path)
     data = retrieval_set(root, split, captions_per_image, model.cfg, max_queries)
     index = load_index(index_path)
     n_gallery, n_queries = index.ntotal, len(data.gold)
     queries, encode_s = timed(embed_queries, model, data.ids, data.mask)
-    (scores, rows), search_s = timed(search, index, queries.numpy(), n_gallery)
-    t2i = torch.full((n_queries, n_gallery), float("-inf"))
-    t2i.scatter_(1, torch.from_numpy(rows).long(), torch.from_numpy(scores))
+    _, search_s = timed(search, index, queries.numpy(), max(KS))
     gallery = embed_gallery(model, data.bank)
-    i2t = gallery[data.queried_images] @ queries.T
+    if len(gallery) != n_gallery:
+        raise ValueError(f"{index_path} holds {n_gallery} images, the {split} gallery "
+                         f"{len(gallery)}: rebuild the index")
+    scores = gallery @ queries.T  # [G, Q]
     fast_ms = 1000 * (encode_s + search_s) / n_queries
     return {
         "model": "fast_distilled" if extra.get("distilled") else "fast",
-        "t2i": retrieval_metrics(t2i, data.gold),
-        "i2t": retrieval_metrics(i2t, data.image_to_text_gold),
+        "t2i": retrieval_metrics(scores.T, data.gold),
+        "i2t": image_to_text_metrics(scores[data.queried_images], data.image_to_text_gold),
         **fast_hard_negatives(model, data, gallery, queries),
         "latency_ms_per_query": {"fast": fast_ms, "slow": 0.0, "total": fast_ms},
         "slow_calls_per_query": 0, "gallery": n_gallery, "queries": n_queries,
         "seeds": query_seeds(extra.get("seeds", {}), max_queries),
     }
+
+
+def image_to_text_metrics(scores: torch.Tensor, gold: torch.Tensor) -> dict[str, Any]:
+    """Image -> text R@K and median rank, with their chance levels under ``chance``: an image
+    has several correct captions, so chance is not K / queries."""
+    return {**retrieval_metrics(scores, gold), "chance": chance_metrics(gold)}
 
 
 def fast_hard_negatives(model: FastDualEncoder, data: RetrievalSet, gallery: torch.Tensor,
@@ -468,7 +485,7 @@ def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str
     return {
         "model": f"{kind}_1frame",
         "t2i": retrieval_metrics(matrix.T, data.gold),
-        "i2t": retrieval_metrics(matrix[data.queried_images], data.image_to_text_gold),
+        "i2t": image_to_text_metrics(matrix[data.queried_images], data.image_to_text_gold),
         **hard,
         "slow_calls_per_query": n_gallery if kind == "slow" else 0,
         "gallery": n_gallery, "queries": n_queries,
@@ -491,7 +508,7 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
     return {
         "model": "slow",
         "t2i": retrieval_metrics(matrix.T, data.gold),
-        "i2t": retrieval_metrics(matrix[data.queried_images], data.image_to_text_gold),
+        "i2t": image_to_text_metrics(matrix[data.queried_images], data.image_to_text_gold),
         **slow_hard_negatives(slow, data, levels, matrix, max_pairs, directions),
         "latency_ms_per_query": {"fast": 0.0, "slow": slow_ms, "total": slow_ms},
         "slow_calls_per_query": n_gallery, "gallery": n_gallery, "queries": n_queries,
@@ -533,23 +550,30 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
         # silently capping would label a Slow-over-everything run "rerank@K"
         raise ValueError(f"re-ranking the top {k} needs at least {k} gallery images; the index "
                          f"{index_path} holds {index.ntotal}: lower retrieval.rerank.ks")
+    if k > MAX_SEARCH_K:
+        raise ValueError(f"re-ranking the top {k}: faiss searches at most the top "
+                         f"{MAX_SEARCH_K}; lower retrieval.rerank.ks")
     n_queries = len(data.gold)
     levels = gallery_levels(slow, data.bank)
+    gallery = embed_gallery(fast, data.bank)  # exact Fast scores order the tail, untimed
     queries, encode_s = timed(embed_queries, fast, data.ids, data.mask)
     (fast_scores, candidates), search_s = timed(search, index, queries.numpy(), k)
     candidates, fast_scores = torch.from_numpy(candidates).long(), torch.from_numpy(fast_scores)
-    query_index = torch.arange(n_queries).repeat_interleave(k)
-    slow_scores, slow_s = timed(slow.decoder.pair_scores, levels, data.ids, data.mask,
-                                candidates.flatten(), query_index, max_pairs, directions)
-    reranked, _ = rerank_top_k(candidates, fast_scores, slow_scores.view(n_queries, k), beta)
-    _, fast_order = search(index, queries.numpy(), index.ntotal)  # the tail beyond K, untimed
-    ranks = ranks_after_rerank(reranked, torch.from_numpy(fast_order).long(), data.gold)
+    found = candidates >= 0  # an approximate index may return fewer than k: only those count
+    query_index = torch.arange(n_queries)[:, None].expand(-1, k)[found]
+    pair_scores, slow_s = timed(slow.decoder.pair_scores, levels, data.ids, data.mask,
+                                candidates[found], query_index, max_pairs, directions)
+    slow_scores = torch.full_like(fast_scores, float("-inf"))
+    slow_scores[found] = pair_scores.to(slow_scores.dtype)
+    reranked, combined = rerank_top_k(candidates, fast_scores, slow_scores, beta)
+    ranks = ranks_after_rerank(reranked, combined, queries @ gallery.T, data.gold)
     fast_ms, slow_ms = 1000 * (encode_s + search_s) / n_queries, 1000 * slow_s / n_queries
     return {
         "model": f"rerank_k{k}", "k": k, "beta": beta,
-        "t2i": {**recall_at_k(ranks), "median_rank": median_rank(ranks), "n": n_queries},
+        "t2i": ranks_metrics(ranks, KS),
         "latency_ms_per_query": {"fast": fast_ms, "slow": slow_ms, "total": fast_ms + slow_ms},
-        "slow_calls_per_query": k, "gallery": index.ntotal, "queries": n_queries,
+        "slow_calls_per_query": float(found.sum()) / n_queries, "gallery": index.ntotal,
+        "queries": n_queries,
         "seeds": query_seeds(merge_seeds(checkpoint_seeds(fast_path),
                                          checkpoint_seeds(slow_path)), max_queries),
     }

@@ -23,7 +23,7 @@ from vldistill.data.manifest import VE_LABELS, conform
 from vldistill.eval import (
     accuracy,
     chance_level,
-    normalize_answer,
+    official_normalize_answer,
     soft_targets,
     vcr_scores,
     vocab_index,
@@ -88,7 +88,7 @@ def _check_task(task: str) -> None:
 
 def _top_answer(answers: Sequence[str]) -> str:
     """Most common normalised answer; ties go alphabetically, as in answer_vocabulary."""
-    counts = Counter(normalize_answer(a) for a in answers)
+    counts = Counter(official_normalize_answer(a) for a in answers)
     counts.pop("", None)
     if not counts:
         return ""

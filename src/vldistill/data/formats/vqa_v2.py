@@ -24,7 +24,7 @@ from vldistill.data.formats.annotations import field, read_json, rel_path
 from vldistill.data.formats.dataset import Tables, finish
 from vldistill.data.formats.splits import FormatError, SplitRule, assign_splits, by_image
 from vldistill.data.manifest import SCHEMAS
-from vldistill.eval.vqa import normalize_answer
+from vldistill.eval.vqa import official_normalize_answer
 
 VQA_V2_SPLITS: dict[str, SplitRule] = {"train2014": "train", "val2014": by_image(seed=0)}
 
@@ -37,7 +37,7 @@ def coco_image_path(image_dir: str | Path, subtype: str, image_id: int) -> str:
 def _majority(answers: list[str]) -> str:
     # Only for files without multiple_choice_answer: the most common normalised answer, ties
     # broken alphabetically so the choice does not depend on annotator order.
-    counts = Counter(normalize_answer(a) for a in answers)
+    counts = Counter(official_normalize_answer(a) for a in answers)
     return min(counts, key=lambda a: (-counts[a], a)) if counts else ""
 
 
