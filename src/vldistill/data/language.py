@@ -7,6 +7,11 @@ construction. False statements are minimal edits of true claims (swap two object
 shapes, flip a relation, change a colour, shape, size or count) that ``holds`` confirms false.
 Edits that keep every named (colour, shape) pair inside the scene's domain are preferred, so a
 model cannot spot a negative just because it names a combination the domain never shows.
+
+Visual-entailment hypotheses speak of objects by definite description ("the red circle is left
+of the blue square"), which presupposes that the object is there. A claim whose description
+names no object of the scene is neither true nor false of it (``holds`` says None): that is what
+a neutral hypothesis is, so all three labels share one set of templates and words.
 """
 
 from __future__ import annotations
@@ -68,11 +73,23 @@ class Exists:
 
 @dataclass(frozen=True)
 class Related:
-    """Object ``a`` stands in relation ``rel`` to object ``b``."""
+    """Object ``a`` stands in relation ``rel`` to object ``b``.
+
+    ``definite`` ("the a is left of the b"): ``a`` and ``b`` are presupposed, so the claim is
+    undecided where either names no object; otherwise ("a a left of a b") it asserts them."""
 
     a: Ref
     rel: str
     b: Ref
+    definite: bool = False
+
+
+@dataclass(frozen=True)
+class HasSize:
+    """The object ``ref`` names (presupposed, as in "the red circle is large") has ``size``."""
+
+    ref: Ref
+    size: str
 
 
 @dataclass(frozen=True)
@@ -83,7 +100,7 @@ class Count:
     color: str | None = None
 
 
-Claim = Exists | Related | Count
+Claim = Exists | Related | Count | HasSize
 
 
 def related(a: SceneObject, rel: str, b: SceneObject) -> bool:
@@ -99,8 +116,24 @@ def related(a: SceneObject, rel: str, b: SceneObject) -> bool:
     raise ValueError(f"unknown relation {rel!r}")
 
 
-def holds(claim: Claim, scene: Scene) -> bool:
+def referent(r: Ref, scene: Scene) -> SceneObject | None:
+    """The one object a definite description names; None where it names none (or several)."""
+    hits = [o for o in scene.objects if r.matches(o)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def holds(claim: Claim, scene: Scene) -> bool | None:
+    """Whether the claim is true of the scene; None where it presupposes an object the scene
+    does not have, so the scene decides it neither way."""
     objs = scene.objects
+    if isinstance(claim, HasSize):
+        obj = referent(claim.ref, scene)
+        return None if obj is None else obj.size == claim.size
+    if isinstance(claim, Related) and claim.definite:
+        x, y = referent(claim.a, scene), referent(claim.b, scene)
+        if x is None or y is None:
+            return None
+        return x is not y and related(x, claim.rel, y)
     if isinstance(claim, Exists):
         return all(any(ref.matches(o) for o in objs) for ref in claim.refs)
     if isinstance(claim, Related):
@@ -121,11 +154,15 @@ def _refs(claim: Claim) -> tuple[Ref, ...]:
         return claim.refs
     if isinstance(claim, Related):
         return (claim.a, claim.b)
+    if isinstance(claim, HasSize):
+        return (claim.ref,)
     return ()
 
 
 def _edits(claim: Claim, count_floor: int) -> dict[str, list[Claim]]:
     """Minimal edits of a claim, grouped by kind; some may still be true and are filtered later."""
+    if isinstance(claim, HasSize):
+        return {"resize": [replace(claim, size=SIZES[1 - SIZES.index(claim.size)])]}
     if isinstance(claim, Count):
         lower = [claim.n - 1] if claim.n - 1 >= count_floor else []
         return {"recount": [replace(claim, n=n) for n in (*lower, claim.n + 1)]}
@@ -177,7 +214,7 @@ def false_edit(
     floor = 1 if isinstance(claim, Count) and claim.color is None else 0
     combos = set(domain_combos(scene.domain))
     valid = {
-        kind: [c for c in cands if not holds(c, scene) and say(c) != original]
+        kind: [c for c in cands if holds(c, scene) is False and say(c) != original]
         for kind, cands in _edits(claim, floor).items()
     }
     in_domain = {
@@ -326,12 +363,12 @@ def make_captions(scene: Scene, rng: np.random.Generator, k: int) -> list[Captio
 # ---------------------------------------------------------------------------------------------
 # visual entailment
 
-NEUTRAL_MATERIALS = ("wood", "metal", "glass", "paper", "plastic")
-NEUTRAL_STATES = ("moving", "spinning", "falling", "floating", "heavy", "hot", "cold", "wet")
-NEUTRAL_OWNERS = ("a child", "a painter", "a teacher")
+VE_KINDS = {"relation": 0.5, "size": 0.5}  # relations need two objects; else size
 
 
 def hypothesis_text(claim: Claim, style: int = 0) -> str:
+    if isinstance(claim, HasSize):
+        return f"the {claim.ref.text()} is {claim.size}"
     if isinstance(claim, Exists):
         return _join([f"there is a {r.text()}" for r in claim.refs])
     if isinstance(claim, Related):
@@ -343,35 +380,37 @@ def hypothesis_text(claim: Claim, style: int = 0) -> str:
     return f"there is one {noun}" if claim.n == 1 else f"there are {_plural(claim.n, noun)}"
 
 
-def _true_claim(scene: Scene, rng: np.random.Generator) -> Claim:
-    kinds = {"exists": 0.35, "count": 0.15, "color_count": 0.15}
-    if len(scene.objects) >= 2:
-        kinds["relation"] = 0.35
-    kind = _weighted(rng, kinds)
-    if kind == "relation":
-        return _true_relation(scene, rng)
-    if kind == "count":
-        return Count(len(scene.objects))
-    if kind == "color_count":
-        color = _pick(rng, list(COLORS))
-        return Count(sum(o.color == color for o in scene.objects), color)
-    return Exists((ref(_pick(rng, scene.objects), rng.random() < 0.3),))
+VE_TRUTH: dict[str, bool | None] = {"entailment": True, "contradiction": False, "neutral": None}
 
 
-def neutral_text(scene: Scene, rng: np.random.Generator) -> str:
-    """A statement about present objects that no image can decide."""
-    a = _pick(rng, scene.objects)
-    kinds = ["material", "state", "owner"] + (["order"] if len(scene.objects) >= 2 else [])
-    kind = _pick(rng, kinds)
-    name = ref(a).text()
-    if kind == "material":
-        return f"the {name} is made of {_pick(rng, NEUTRAL_MATERIALS)}"
-    if kind == "state":
-        return f"the {name} is {_pick(rng, NEUTRAL_STATES)}"
-    if kind == "owner":
-        return f"the {name} belongs to {_pick(rng, NEUTRAL_OWNERS)}"
-    a, b = _random_pair(scene, rng)
-    return f"the {ref(a).text()} was drawn before the {ref(b).text()}"
+def ve_claim(scene: Scene, rng: np.random.Generator, label: str) -> Claim:
+    """A hypothesis claim with the label's truth value, in a template drawn apart from the label.
+
+    Entailment: a true claim about objects in the scene. Contradiction: its minimal false edit
+    (the relation flipped, the other size). Neutral: the same true claim with one of its objects
+    replaced by one the scene does not have (a combination of its own domain), so the scene
+    cannot decide it. Templates, relations, sizes and the named (colour, shape) pairs are then
+    distributed alike under every label: the hypothesis alone does not tell the labels apart.
+    """
+    kinds = dict(VE_KINDS) if len(scene.objects) >= 2 else {"size": 1.0}
+    if _weighted(rng, kinds) == "relation":
+        claim: Claim = replace(_true_relation(scene, rng), definite=True)
+    else:
+        obj = _pick(rng, scene.objects)
+        claim = HasSize(ref(obj), obj.size)
+    stand_in = Ref(*_pick(rng, _absent_combos(scene)))  # drawn for every label alike
+    if label == "contradiction":
+        claim = _pick(rng, _edits(claim, 0)["flip" if isinstance(claim, Related) else "resize"])
+    elif label == "neutral":
+        if isinstance(claim, HasSize):
+            claim = HasSize(stand_in, _pick(rng, SIZES))
+        elif rng.random() < 0.5:
+            claim = replace(claim, a=stand_in)
+        else:
+            claim = replace(claim, b=stand_in)
+    if holds(claim, scene) is not VE_TRUTH[label]:
+        raise RuntimeError(f"{label} hypothesis {claim} has the wrong truth for scene {scene}")
+    return claim
 
 
 def make_ve(scene: Scene, rng: np.random.Generator, k: int) -> list[tuple[str, str]]:
@@ -381,24 +420,12 @@ def make_ve(scene: Scene, rng: np.random.Generator, k: int) -> list[tuple[str, s
     seen: set[str] = set()
     out = []
     for label in labels:
-        if label == "neutral":
-            (text,) = _unique(lambda: (neutral_text(scene, rng),), lambda t: t[0], seen)
-        else:
-            (text,) = _unique(
-                lambda lab=label: (_observable(scene, rng, lab),), lambda t: t[0], seen
-            )
+        def draw(lab: str = label) -> tuple[str]:
+            return (hypothesis_text(ve_claim(scene, rng, lab), int(rng.integers(1 << 16))),)
+
+        (text,) = _unique(draw, lambda t: t[0], seen)
         out.append((text, label))
     return out
-
-
-def _observable(scene: Scene, rng: np.random.Generator, label: str) -> str:
-    claim = _true_claim(scene, rng)
-    style = int(rng.integers(1 << 16))
-
-    def say(c: Claim) -> str:
-        return hypothesis_text(c, style)
-
-    return say(claim) if label == "entailment" else say(false_edit(claim, scene, rng, say))
 
 
 # ---------------------------------------------------------------------------------------------

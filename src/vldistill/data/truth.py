@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import polars as pl
 import torch
 
-from vldistill.data.language import Claim, Count, Exists, Ref, Related, holds
+from vldistill.data.language import Claim, Count, Exists, HasSize, Ref, Related, holds
 from vldistill.data.scenes import Scene, SceneObject
 
 
@@ -36,6 +36,10 @@ def claim_to_json(claim: Claim, background: str | None) -> str:
     elif isinstance(claim, Related):
         body = {"kind": "related", "a": _ref_json(claim.a), "rel": claim.rel,
                 "b": _ref_json(claim.b)}
+        if claim.definite:  # only hypotheses are; captions keep their bytes
+            body["definite"] = True
+    elif isinstance(claim, HasSize):
+        body = {"kind": "has_size", "ref": _ref_json(claim.ref), "size": claim.size}
     else:
         body = {"kind": "count", "n": claim.n, "color": claim.color}
     return json.dumps({**body, "background": background})
@@ -46,7 +50,9 @@ def claim_from_json(text: str) -> tuple[Claim, str | None]:
     if d["kind"] == "exists":
         claim: Claim = Exists(tuple(_ref(r) for r in d["refs"]))
     elif d["kind"] == "related":
-        claim = Related(_ref(d["a"]), d["rel"], _ref(d["b"]))
+        claim = Related(_ref(d["a"]), d["rel"], _ref(d["b"]), d.get("definite", False))
+    elif d["kind"] == "has_size":
+        claim = HasSize(_ref(d["ref"]), d["size"])
     elif d["kind"] == "count":
         claim = Count(d["n"], d["color"])
     else:
@@ -105,7 +111,8 @@ class CaptionTruth:
         if known is None or scene is None:
             return self.texts[caption] in self.texts_of_image[image]
         claim, background = known
-        return (background is None or background == scene.background) and holds(claim, scene)
+        return ((background is None or background == scene.background)
+                and holds(claim, scene) is True)
 
     def images_true_of(self, caption: int) -> int:
         """How many of the images a caption is true of (its own included)."""
