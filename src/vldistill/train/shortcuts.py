@@ -228,8 +228,8 @@ def fit_vcr(train: pl.DataFrame, val: pl.DataFrame):
             choice = Choice("bag_of_words", DEFAULT_L2)
         else:
             gold = torch.tensor(val[label].to_list())
-            _, choice = _choose(candidates, lambda k, p=predict_with, g=gold: float(
-                (p(candidates[k][1], val) == g).float().mean()))
+            _, choice = _choose(candidates, lambda k, p=predict_with, g=gold, c=candidates:
+                                float((p(c[k][1], val) == g).float().mean()))
         parts[part] = (predict_with, choice.l2)
         choices[part] = choice
     return (lambda frame: {p: f(l2, frame) for p, (f, l2) in parts.items()}), choices
