@@ -20,6 +20,7 @@ include: "rules/teacher.smk"
 include: "rules/student.smk"
 include: "rules/finetune.smk"
 include: "rules/retrieval.smk"
+include: "rules/shortcuts.smk"
 include: "rules/report.smk"
 include: "rules/targets.smk"
 

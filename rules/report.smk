@@ -5,7 +5,7 @@
 rule finetune_report:
     """Every fine-tuning job's metrics: long CSV and a per-task Markdown table over seeds."""
     input:
-        lambda wc: finetune_metrics(wc.dataset),
+        lambda wc: finetune_metrics(wc.dataset) + text_only_metrics(wc.dataset),
     output:
         csv="results/{dataset}/finetune.csv",
         summary="results/{dataset}/finetune_summary.csv",

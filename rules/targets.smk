@@ -28,6 +28,7 @@ rule models_all:
         expand(student_path("{variant}", "{sseed}"), dataset=DATASET, sseed=STUDENT_SEEDS,
                variant=sorted({AGNOSTIC_START[m] for m in FINETUNE["methods"]})),
         finetune_metrics(),
+        text_only_metrics(),
         expand("models/{dataset}/retrieval/seed-{seed}/{model}.safetensors", dataset=DATASET,
                seed=RETRIEVAL_SEEDS, model=[*FAST_MODELS, "slow"]) if RETRIEVAL else [],
 

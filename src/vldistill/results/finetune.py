@@ -56,7 +56,10 @@ def collect(paths: Iterable[str | Path], dataset: str) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=ROW_SCHEMA).sort([*KEYS, "student_seed", "seed"])
 
 
-METHOD_ORDER: tuple[str, ...] = ("baseline", "kd", "mad", "mad-ts", "mad-cw", "mad-af")
+# text_only: the task's shortcut detector, a reference row beside chance (stages/shortcuts.py)
+REFERENCE_METHODS: tuple[str, ...] = ("text_only",)
+METHOD_ORDER: tuple[str, ...] = ("baseline", "kd", "mad", "mad-ts", "mad-cw", "mad-af",
+                                 *REFERENCE_METHODS)
 
 
 def regime_order(regime: str) -> float:

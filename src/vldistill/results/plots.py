@@ -13,7 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
 from vldistill.io import atomic_output  # noqa: E402
-from vldistill.results.finetune import METHOD_ORDER, regime_order  # noqa: E402
+from vldistill.results.finetune import (  # noqa: E402
+    METHOD_ORDER,
+    REFERENCE_METHODS,
+    regime_order,
+)
 from vldistill.results.retrieval import rerank_k  # noqa: E402
 from vldistill.results.table import SPLIT_NAMES, regime_label  # noqa: E402
 
@@ -36,7 +40,8 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
 
 def plot_lowshot(table: pl.DataFrame, path: str | Path) -> None:
     """Accuracy against the fraction of training images, a line per method, a panel per task
-    (rows) and eval split (columns); the dashed line is chance or the majority answer."""
+    (rows) and eval split (columns); dashed: the text-only reference, chance or the majority
+    answer."""
     rows = table.filter(pl.col("task").is_in(list(PRIMARY_METRIC)))
     rows = rows.filter(pl.col("metric") == pl.col("task").replace_strict(PRIMARY_METRIC))
     tasks = [t for t in PRIMARY_METRIC if t in set(rows["task"])]
@@ -54,9 +59,12 @@ def plot_lowshot(table: pl.DataFrame, path: str | Path) -> None:
                     pl.col("regime").map_elements(lambda r: min(regime_order(r), 100.0),
                                                   return_dtype=pl.Float64).alias("percent")
                 ).sort("percent")
+                reference_row = method in REFERENCE_METHODS
                 ax.errorbar(line["percent"], line["value"],
-                            yerr=line["spread"].fill_null(0.0), marker="o", capsize=3,
-                            label=method)
+                            yerr=line["spread"].fill_null(0.0), marker="x" if reference_row
+                            else "o", capsize=3, label=method,
+                            linestyle="--" if reference_row else "-",
+                            color="black" if reference_row else None)
             reference = cell.filter(pl.col("reference").is_not_null())
             if len(reference):
                 ax.axhline(reference["reference"].mean(), color="grey", linestyle="--",
@@ -83,7 +91,8 @@ def _rerankers(values: dict[str, tuple[float, float | None]]) -> list[tuple[int,
 
 def plot_recall_vs_k(table: pl.DataFrame, path: str | Path) -> None:
     """Text -> image R@1/5/10 of re-ranking the Fast top-K, against K; dashed: Slow alone,
-    dotted: Fast alone, wide and pale: the caption-ambiguity ceiling."""
+    dotted: Fast alone, dash-dotted: the teachers' ridge reference, wide and pale: the
+    caption-ambiguity ceiling."""
     fig, ax = plt.subplots(figsize=(6, 5))
     for metric, colour in (("R@1", "C0"), ("R@5", "C1"), ("R@10", "C2")):
         values = _retrieval(table, f"t2i_{metric}")
@@ -102,6 +111,9 @@ def plot_recall_vs_k(table: pl.DataFrame, path: str | Path) -> None:
         if "fast_distilled" in values:
             ax.axhline(values["fast_distilled"][0], color=colour, linestyle=":", linewidth=1,
                        label=f"Fast distilled {metric}")
+        if "teacher_ridge" in values:
+            ax.axhline(values["teacher_ridge"][0], color=colour, linestyle="-.", linewidth=1,
+                       label=f"teacher ridge {metric}")
     ks = [k for k, _ in _rerankers(_retrieval(table, "t2i_R@1"))]
     _log_ticks(ax, ks, [str(k) for k in ks])
     ax.set_xlabel("K (Fast candidates re-scored by Slow)")

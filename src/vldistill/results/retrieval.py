@@ -10,7 +10,8 @@ median rank a random order's: the figures the evaluation wrote under ``chance`` 
 where an image has several correct captions), else K / gallery and (gallery + 1) / 2; beside
 hard_negative_acc a coin flip's 50 %. Method
 ``ceiling`` is the best text -> image R@K any model can reach when gallery images share the
-query's exact caption (see stages.retrieval.caption_ceiling).
+query's exact caption (see stages.retrieval.caption_ceiling); ``teacher_ridge`` is a reference
+row with no student: a ridge map between the teachers' own embeddings (stages.shortcuts).
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ def rerank_k(model: str) -> int | None:
 
 
 def model_order(model: str) -> tuple[int, int]:
-    """The ceiling, fast, fast_distilled, slow, then the re-rankers by K; a video model's
-    single-frame evaluation (``*_1frame``) right after the model."""
-    fixed = {"ceiling": (-1, 0), "fast": (0, 0), "fast_1frame": (0, 1), "fast_distilled": (1, 0),
-             "slow": (2, 0), "slow_1frame": (2, 1)}
+    """The ceiling and the teachers' ridge reference, fast, fast_distilled, slow, then the
+    re-rankers by K; a video model's single-frame evaluation (``*_1frame``) right after it."""
+    fixed = {"ceiling": (-1, 0), "teacher_ridge": (-1, 1), "fast": (0, 0), "fast_1frame": (0, 1),
+             "fast_distilled": (1, 0), "slow": (2, 0), "slow_1frame": (2, 1)}
     if model in fixed:
         return fixed[model]
     k = rerank_k(model)

@@ -23,7 +23,6 @@ from safetensors.torch import load_file, load_model, save_model
 
 from vldistill.data.images import iter_image_batches
 from vldistill.data.manifest import manifest_path, read_manifest
-from vldistill.data.truth import CaptionTruth
 from vldistill.data.video import ClipBank, VisualBank, load_visual_bank
 from vldistill.eval.retrieval import (
     KS,
@@ -47,6 +46,7 @@ from vldistill.retrieval.index import (
     search,
 )
 from vldistill.retrieval.losses import KL_DIRECTIONS, info_nce, slow_to_fast_kl
+from vldistill.retrieval.queries import query_seeds, select_queries
 from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
 from vldistill.seeds import add_seed, checkpoint_seeds, dataset_seeds, merge_seeds
 from vldistill.stages.student import (
@@ -295,15 +295,6 @@ class RetrievalSet:
         return self.gold[None, :] == self.queried_images[:, None]
 
 
-QUERY_SUBSET_SEED = 0  # one fixed subset, so every model and seed answers the same queries
-
-
-def query_seeds(model_seeds: dict[str, int], max_queries: int | None) -> dict[str, int]:
-    """The evaluated models' seeds, plus the query subset's when there is one."""
-    return model_seeds if max_queries is None else add_seed(model_seeds, "queries",
-                                                            QUERY_SUBSET_SEED)
-
-
 def retrieval_set(root: str | Path, split: str, captions_per_image: int, cfg: StudentConfig,
                   max_queries: int | None = None) -> RetrievalSet:
     """The split's images as the gallery; each image's ``captions_per_image`` most specific
@@ -318,17 +309,7 @@ def retrieval_set(root: str | Path, split: str, captions_per_image: int, cfg: St
     images = read_manifest(manifest_path(root, split, "images"), "images")
     images = images.join(pl.DataFrame({"image_id": bank.ids, "row": range(len(bank.ids))}),
                          on="image_id").sort("row")
-    truth = CaptionTruth.build(captions, images)
-    captions = captions.with_columns(
-        pl.Series("images", [truth.images_true_of(c) for c in range(len(captions))]),
-        pl.int_range(pl.len()).alias("order"))
-    queries = (captions.sort(["images", "order"])
-               .filter(pl.int_range(pl.len()).over("image_id") < captions_per_image)
-               .sort("order"))
-    if max_queries is not None and max_queries < len(queries):
-        generator = torch.Generator().manual_seed(QUERY_SUBSET_SEED)
-        keep = torch.randperm(len(queries), generator=generator)[:max_queries].sort().values
-        queries = queries[keep.tolist()]
+    queries = select_queries(captions, images, captions_per_image, max_queries)
     tokenizer = Tokenizer(context_length)
     ids, mask = tokenizer(queries["caption"].to_list())
     negatives = queries.select(pl.col("hard_negative").fill_null(pl.col("caption")))

@@ -14,11 +14,25 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from vldistill.data.manifest import manifest_path, read_manifest
+import polars as pl
+import torch
+
+from vldistill.data.images import decode_rgb
+from vldistill.data.manifest import manifest_path, read_manifest, text_id
 from vldistill.data.regimes import select_regime
 from vldistill.eval import majority_answer_baseline
+from vldistill.eval.retrieval import hard_negative_accuracy, retrieval_metrics
+from vldistill.features.store import FeatureStore
 from vldistill.io import write_json
+from vldistill.retrieval.queries import query_seeds, select_queries
+from vldistill.retrieval.ridge import choose_ridge
 from vldistill.seeds import add_seed, dataset_seeds
+from vldistill.teachers.factory import (
+    create_text_teacher,
+    create_vision_teacher,
+    text_config_from_dict,
+    vision_config_from_dict,
+)
 from vldistill.train.shortcuts import METHOD, evaluate_text_only, fit_text_only
 
 log = logging.getLogger(__name__)
@@ -59,3 +73,86 @@ def text_only(*, task: str, regime: str, root: str | Path, seed: int,
     }
     write_json(metrics, metrics_path)
     return metrics
+
+
+# --- teacher ridge ----------------------------------------------------------------------------
+
+class _Teachers:
+    """The two teachers, encoding what the cache does not hold (val and the gallery split)."""
+
+    def __init__(self, teachers: dict, device: str) -> None:
+        self.vision = create_vision_teacher(vision_config_from_dict(teachers["vision"]), device)
+        self.text = create_text_teacher(text_config_from_dict(teachers["text"]), device)
+        self.batch = {"vision": teachers["vision"].get("batch_size", 64),
+                      "text": teachers["text"].get("batch_size", 256)}
+
+    def images(self, root: Path, paths: list[str]) -> torch.Tensor:
+        step = self.batch["vision"]
+        return torch.cat([self.vision.encode_images([decode_rgb(root / p) for p in
+                                                     paths[i:i + step]]).global_emb
+                          for i in range(0, len(paths), step)])
+
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        step = self.batch["text"]
+        return torch.cat([self.text.encode_texts(texts[i:i + step]).global_emb
+                          for i in range(0, len(texts), step)])
+
+
+def _gallery(root: Path, split: str, captions_per_image: int, max_queries: int | None
+             ) -> tuple[pl.DataFrame, pl.DataFrame, torch.Tensor]:
+    """A split's images (gallery order = manifest order, as the Fast and Slow models' banks),
+    its queries, and each query's gallery row."""
+    images = read_manifest(manifest_path(root, split, "images"), "images")
+    captions = read_manifest(manifest_path(root, split, "captions"), "captions")
+    queries = select_queries(captions, captions_per_image, max_queries)
+    row = {image_id: i for i, image_id in enumerate(images["image_id"].to_list())}
+    gold = torch.tensor([row[i] for i in queries["image_id"].to_list()])
+    return images, queries, gold
+
+
+@torch.no_grad()
+def teacher_ridge(*, root: str | Path, vision_index: str | Path, text_index: str | Path,
+                  teachers: dict, device: str, split: str, captions_per_image: int,
+                  max_queries: int | None = None) -> dict[str, Any]:
+    """Text -> image (and image -> text) retrieval on ``split``'s gallery through a ridge map
+    fitted on the cached teacher embeddings of the training (caption, image) pairs; direction
+    and lambda chosen on val's gallery, queried the same way. The result has the format of the
+    retrieval evaluation rules' JSON (model ``teacher_ridge``)."""
+    root = Path(root)
+    if split == "val":
+        raise ValueError("teacher_ridge chooses its lambda on val: evaluate it on another split")
+    train = read_manifest(manifest_path(root, "train", "captions"), "captions")
+    text_store, image_store = FeatureStore(text_index), FeatureStore(vision_index)
+    train_texts = text_store.get([text_id(c) for c in train["caption"].to_list()],
+                                 fields=("global",), dtype=torch.float32)["global"]
+    train_images = image_store.get(train["image_id"].to_list(), fields=("global",),
+                                   dtype=torch.float32)["global"]
+    encode = _Teachers(teachers, device)
+    val_images, val_queries, val_gold = _gallery(root, "val", captions_per_image, max_queries)
+    ridge, val_table = choose_ridge(
+        train_texts, train_images, encode.texts(val_queries["caption"].to_list()),
+        encode.images(root, val_images["image_path"].to_list()), val_gold)
+    log.info("ridge on %d training pairs; chosen on val: %s, lambda %g", len(train),
+             ridge.direction, ridge.lam)
+
+    images, queries, gold = _gallery(root, split, captions_per_image, max_queries)
+    gallery = encode.images(root, images["image_path"].to_list())
+    scores = ridge.scores(encode.texts(queries["caption"].to_list()), gallery)
+    queried = torch.unique(gold)
+    result = {
+        "model": "teacher_ridge",
+        "t2i": retrieval_metrics(scores, gold),
+        "i2t": retrieval_metrics(scores.T[queried], gold[None, :] == queried[:, None]),
+        "slow_calls_per_query": 0, "gallery": len(images), "queries": len(queries),
+        "seeds": query_seeds(dataset_seeds(root), max_queries),
+        "ridge": {"direction": ridge.direction, "lambda": ridge.lam, "n_train": len(train),
+                  "val": val_table},
+    }
+    has_negative = queries["hard_negative"].is_not_null().to_numpy()
+    if has_negative.any():
+        rows = torch.from_numpy(has_negative.nonzero()[0])
+        negatives = encode.texts(queries["hard_negative"].drop_nulls().to_list())
+        positive = scores[rows, gold[rows]]
+        negative = ridge.scores(negatives, gallery)[torch.arange(len(rows)), gold[rows]]
+        result["hard_negative"] = hard_negative_accuracy(positive, negative)
+    return result
