@@ -21,7 +21,7 @@ from vldistill.data.images import decode_rgb
 from vldistill.data.manifest import manifest_path, read_manifest, text_id
 from vldistill.data.regimes import select_regime
 from vldistill.eval import majority_answer_baseline
-from vldistill.eval.retrieval import hard_negative_accuracy, retrieval_metrics
+from vldistill.eval.retrieval import chance_metrics, hard_negative_accuracy, retrieval_metrics
 from vldistill.features.store import FeatureStore
 from vldistill.io import write_json
 from vldistill.retrieval.queries import query_seeds, select_queries
@@ -104,7 +104,7 @@ def _gallery(root: Path, split: str, captions_per_image: int, max_queries: int |
     its queries, and each query's gallery row."""
     images = read_manifest(manifest_path(root, split, "images"), "images")
     captions = read_manifest(manifest_path(root, split, "captions"), "captions")
-    queries = select_queries(captions, captions_per_image, max_queries)
+    queries = select_queries(captions, images, captions_per_image, max_queries)
     row = {image_id: i for i, image_id in enumerate(images["image_id"].to_list())}
     gold = torch.tensor([row[i] for i in queries["image_id"].to_list()])
     return images, queries, gold
@@ -139,10 +139,13 @@ def teacher_ridge(*, root: str | Path, vision_index: str | Path, text_index: str
     gallery = encode.images(root, images["image_path"].to_list())
     scores = ridge.scores(encode.texts(queries["caption"].to_list()), gallery)
     queried = torch.unique(gold)
+    described = gold[None, :] == queried[:, None]  # [images, queries]: caption describes image
     result = {
         "model": "teacher_ridge",
         "t2i": retrieval_metrics(scores, gold),
-        "i2t": retrieval_metrics(scores.T[queried], gold[None, :] == queried[:, None]),
+        # an image has several correct captions: chance is the evaluation's own figure
+        "i2t": {**retrieval_metrics(scores.T[queried], described),
+                "chance": chance_metrics(described)},
         "slow_calls_per_query": 0, "gallery": len(images), "queries": len(queries),
         "seeds": query_seeds(dataset_seeds(root), max_queries),
         "ridge": {"direction": ridge.direction, "lambda": ridge.lam, "n_train": len(train),
