@@ -30,7 +30,7 @@ from vldistill.eval import (
     accuracy,
     answer_vocabulary,
     chance_level,
-    normalize_answer,
+    official_normalize_answer,
     vcr_scores,
     vqa_score,
 )
@@ -167,7 +167,7 @@ def _question_classifier(train: pl.DataFrame, x: torch.Tensor, l2: float, bow: B
     index = {a: i for i, a in enumerate(vocab)}
     gold = []
     for answers in train["answers"].to_list():
-        counts = Counter(normalize_answer(a) for a in answers)
+        counts = Counter(official_normalize_answer(a) for a in answers)
         counts.pop("", None)
         gold.append(index[min(counts, key=lambda a: (-counts[a], a))])
     w, b = fit_linear(x, torch.tensor(gold), len(vocab), l2)
