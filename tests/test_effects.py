@@ -75,7 +75,7 @@ def test_runs_pair_on_the_seeds_both_methods_have_and_ambiguity_fails():
                  "method": method, "metric": "accuracy", "seeds": json.dumps(seeds),
                  "item": f"p{i}", "score": v} for i, v in enumerate(values)]
 
-    # the MAD run records the task-agnostic stage's seed too; it pairs on finetune + pretrain
+    # a stage only MAD's runs record (here "mad") is left out: they pair on the others
     outcomes = pl.DataFrame([
         *rows("baseline", {"pretrain": 0, "finetune": 0}, [0, 0, 1, 0]),
         *rows("baseline", {"pretrain": 0, "finetune": 1}, [0, 1, 0, 0]),

@@ -275,7 +275,8 @@ def test_effects_pair_every_method_and_model_on_the_same_items(tiny_run):
         value = dict(zip(cell["method"], cell["value"], strict=True))
         assert row["difference"] == pytest.approx(value["mad"] - value["baseline"])
         assert row["n"] == cell["n"][0]
-    items = pl.read_parquet(tiny_run / "models/tiny/vcr/full/mad/student-0/seed-0/item_scores.parquet")
+    job = tiny_run / "models/tiny/vcr/full/mad/student-0/seed-0"
+    items = pl.read_parquet(job / "item_scores.parquet")
     assert set(items["metric"]) == {"q2a", "qa2r", "q2ar"}
     assert set(items["split"]) == {"test", "test_shifted"}
     ranks = pl.read_parquet(tiny_run / "results/tiny/retrieval/seed-0/rerank_k4.ranks.parquet")

@@ -9,9 +9,9 @@ same seeds.
 
 Pairing is strict: A and B must have been run on the same seeds and scored on the same items,
 or the comparison fails naming what differs (a silently dropped item or seed would change what
-the interval is about). A run's seeds are its metrics file's ``seeds`` record restricted to the
-stages both methods have (a MAD job also records the task-agnostic MAD stage's seed, which the
-baseline never ran).
+the interval is about). A run's seeds are its metrics file's ``seeds`` record (data, student,
+fine-tuning, retrieval, ...) restricted to the stages every compared run records, so a stage
+only one method has does not keep two runs of the same seeds apart.
 
 The interval is a percentile bootstrap over the two sources of chance: seeds are drawn with
 replacement, then items. Items are drawn once per resample for all drawn seeds, not anew for
