@@ -5,7 +5,9 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
+from vldistill.eval.retrieval import Ranks
 from vldistill.results.effects import (
     BootstrapConfig,
     compare,
@@ -13,6 +15,7 @@ from vldistill.results.effects import (
     paired_differences,
     read_effects,
     write_effects,
+    write_query_ranks,
 )
 
 CFG = BootstrapConfig(resamples=500, level=0.95, seed=0)
@@ -109,13 +112,20 @@ def test_run_files_give_one_row_per_effect_cell_with_its_interval(tmp_path):
             "task": "ve", "regime": "full", "method": method, "seed": 0,
             "seeds": {**seeds, **({"mad": 0} if method == "mad" else {})}}, items,
             ".item_scores.parquet"))
-    ranks_of = {"fast": [3, 1, 7, 2], "fast_distilled": [1, 1, 2, 2], "slow": [1, 2, 1, 9],
-                "rerank_k4": [1, 1, 1, 9]}
-    retrieval = [write_run(tmp_path, model, {"model": model, "seed": 0,
-                                             "seeds": {"data": 0, "retrieval": 0}},
-                           pl.DataFrame({"query": ["c1", "c2", "c3", "c4"], "rank": ranks}),
-                           ".ranks.parquet")
-                 for model, ranks in ranks_of.items()]
+    # (wrong images above the gold one, wrong ones tied with it) per query
+    places = {"fast": [(2, 0), (0, 0), (6, 0), (1, 0)], "fast_distilled": [(0, 0), (0, 1), (1, 0),
+                                                                          (1, 0)],
+              "slow": [(0, 0), (1, 0), (0, 0), (8, 0)], "rerank_k4": [(0, 0), (0, 0), (0, 0),
+                                                                    (8, 0)]}
+    retrieval = []
+    for model, counts in places.items():
+        result = tmp_path / f"{model}.json"
+        result.write_text(json.dumps({"model": model, "seed": 0,
+                                      "seeds": {"data": 0, "retrieval": 0}}))
+        higher, tied = (torch.tensor(c) for c in zip(*counts, strict=True))
+        write_query_ranks(["c1", "c2", "c3", "c4"], Ranks(higher, tied, torch.ones(4).long()),
+                          tmp_path / f"{model}.ranks.parquet")
+        retrieval.append((result, tmp_path / f"{model}.ranks.parquet"))
     csv, md = tmp_path / "effects.csv", tmp_path / "effects.md"
     written = write_effects(finetune_runs=finetune, retrieval_runs=retrieval, dataset="tiny",
                             retrieval_split="test", config={"resamples": 200, "level": 0.9,
@@ -130,8 +140,9 @@ def test_run_files_give_one_row_per_effect_cell_with_its_interval(tmp_path):
     assert got == pytest.approx({
         ("mad - baseline", "test", "accuracy"): 0.5,
         ("mad - baseline", "test_shifted", "accuracy"): 0.5,
-        # hits at K: fast 1/4, 3/4, 4/4; distilled 2/4, 4/4, 4/4 (percentage points)
-        ("fast_distilled - fast", "test", "t2i_R@1"): 25.0,
+        # hits at K: fast 1/4, 3/4, 4/4; distilled 1.5/4 (a tie of two at the top counts
+        # half at K = 1), 4/4, 4/4 (percentage points)
+        ("fast_distilled - fast", "test", "t2i_R@1"): 12.5,
         ("fast_distilled - fast", "test", "t2i_R@5"): 25.0,
         ("fast_distilled - fast", "test", "t2i_R@10"): 0.0,
         ("rerank_k4 - slow", "test", "t2i_R@1"): 25.0,

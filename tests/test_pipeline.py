@@ -280,7 +280,7 @@ def test_effects_pair_every_method_and_model_on_the_same_items(tiny_run):
     assert set(items["metric"]) == {"q2a", "qa2r", "q2ar"}
     assert set(items["split"]) == {"test", "test_shifted"}
     ranks = pl.read_parquet(tiny_run / "results/tiny/retrieval/seed-0/rerank_k4.ranks.parquet")
-    assert ranks.columns == ["query", "rank"] and len(ranks) == 12
+    assert ranks.columns == ["query", "higher", "tied", "gold_tied"] and len(ranks) == 12
     assert "| mad - baseline |" in (tiny_run / "results/effects.md").read_text()
     assert "## Effects" in (tiny_run / "results/table.md").read_text()
 

@@ -127,19 +127,17 @@ def check_query_ranks(root, tmp_path, results: dict) -> None:
     model) and give back its R@K and median rank, ties included."""
     import polars as pl
 
-    from vldistill.eval.retrieval import Ranks, ranks_metrics
+    from vldistill.eval.retrieval import ranks_metrics
+    from vldistill.results.effects import read_query_ranks
 
     captions = pl.read_parquet(root / "manifest/test/captions.parquet")
     queries = None
     for name, result in results.items():
-        ranks = pl.read_parquet(tmp_path / f"{name}.ranks.parquet")
-        assert len(ranks) == result["t2i"]["n"]
-        assert set(ranks["query"]) <= set(captions["caption_id"])
-        queries = ranks["query"].to_list() if queries is None else queries
-        assert ranks["query"].to_list() == queries
-        counts = Ranks(*(torch.tensor(ranks[c].to_list()) for c in ("higher", "tied",
-                                                                     "gold_tied")))
-        assert ranks_metrics(counts) == pytest.approx(result["t2i"])
+        ids, ranks = read_query_ranks(tmp_path / f"{name}.ranks.parquet")
+        assert len(ids) == result["t2i"]["n"] and set(ids) <= set(captions["caption_id"])
+        queries = ids if queries is None else queries
+        assert ids == queries
+        assert ranks_metrics(ranks) == pytest.approx(result["t2i"])
 
 
 def check_hard_negatives(root, tmp_path, fast: dict, slow: dict) -> None:

@@ -3,7 +3,8 @@ confidence interval (DESIGN.md, Evidence).
 
 The outcomes are per item: a fine-tuning job's item_scores.parquet (each test item's VQA
 accuracy, or 1 / 0 for a right / wrong VE label or VCR choice) and a retrieval model's
-ranks.parquet (each text query's gold rank, read as hits rank <= K, in percent like R@K). A
+ranks.parquet (each text query's gold-image place, read as its chance of rank <= K over the
+random order of ties, in percent, so that the mean over queries is R@K). A
 difference is the mean over seeds and items of A's score minus B's on the same item under the
 same seeds.
 
@@ -31,7 +32,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import torch
 
+from vldistill.eval.retrieval import KS, Ranks
 from vldistill.io import atomic_output
 from vldistill.results.finetune import METRICS, regime_order
 from vldistill.results.retrieval import rerank_k
@@ -42,7 +45,6 @@ FINETUNE_EFFECTS: tuple[tuple[str, str], ...] = (
     ("mad-ts", "mad"), ("mad-cw", "mad"), ("mad-af", "mad"),  # what each component adds
 )
 RETRIEVAL_EFFECTS: tuple[tuple[str, str], ...] = (("fast_distilled", "fast"),)  # + rerank - slow
-RECALL_KS: tuple[int, ...] = (1, 5, 10)
 
 OUTCOME_SCHEMA: dict[str, Any] = {
     "dataset": pl.String, "task": pl.String, "regime": pl.String, "split": pl.String,
@@ -57,7 +59,7 @@ EFFECT_SCHEMA: dict[str, Any] = {
 CELL: tuple[str, ...] = ("dataset", "task", "regime", "split", "metric")
 TASK_ORDER: tuple[str, ...] = (*METRICS, "retrieval")
 METRIC_ORDER: dict[str, tuple[str, ...]] = {**METRICS,
-                                            "retrieval": tuple(f"t2i_R@{k}" for k in RECALL_KS)}
+                                            "retrieval": tuple(f"t2i_R@{k}" for k in KS)}
 
 
 @dataclass(frozen=True)
@@ -205,21 +207,45 @@ def finetune_outcomes(runs: Iterable[tuple[str | Path, str | Path]],
     return _outcomes(frames)
 
 
+RANKS_SCHEMA: dict[str, Any] = {"query": pl.String, "higher": pl.Int64, "tied": pl.Int64,
+                                "gold_tied": pl.Int64}
+
+
+def write_query_ranks(query_ids: Sequence[str], ranks: Ranks, path: str | Path) -> None:
+    """Each text query's gold-image place as parquet: the query's caption_id and its ``Ranks``
+    counts (ties kept, so a hit at K is as exact as the R@K it adds up to)."""
+    if len(query_ids) != len(ranks):
+        raise ValueError(f"{len(query_ids)} query ids but {len(ranks)} ranks")
+    table = pl.DataFrame({"query": list(query_ids), "higher": ranks.higher.tolist(),
+                          "tied": ranks.tied.tolist(), "gold_tied": ranks.gold_tied.tolist()},
+                         schema=RANKS_SCHEMA)
+    with atomic_output(path) as tmp:
+        table.write_parquet(tmp, statistics=False)
+
+
+def read_query_ranks(path: str | Path) -> tuple[list[str], Ranks]:
+    """The query ids and ``Ranks`` that ``write_query_ranks`` wrote."""
+    table = pl.read_parquet(path).cast(RANKS_SCHEMA)
+    return table["query"].to_list(), Ranks(*(torch.tensor(table[c].to_list(), dtype=torch.long)
+                                             for c in ("higher", "tied", "gold_tied")))
+
+
 def retrieval_outcomes(runs: Iterable[tuple[str | Path, str | Path]], dataset: str,
-                       split: str, ks: Sequence[int] = RECALL_KS) -> pl.DataFrame:
-    """Per-query text -> image hits (100 if the gold image ranks <= K, else 0, so a mean is R@K
-    in percent) of retrieval models, from (result JSON, ranks.parquet) pairs."""
+                       split: str, ks: Sequence[int] = KS) -> pl.DataFrame:
+    """Per-query text -> image hits of retrieval models, from (result JSON, ranks.parquet)
+    pairs: 100 x P(the gold image ranks <= K) over the random order of ties (100 or 0 without
+    one), so a model's mean over queries is its R@K in percent."""
     frames = []
     for result_path, ranks_path in runs:
         result = json.loads(Path(result_path).read_text())
-        ranks = pl.read_parquet(ranks_path)
+        queries, ranks = read_query_ranks(ranks_path)
         base = {"dataset": dataset, "task": "retrieval", "regime": "full", "split": split,
                 "method": result["model"], "seeds": _seeds(result, result_path)}
         for k in ks:
-            frames.append(ranks.select(
-                *(pl.lit(v).alias(c) for c, v in base.items()),
-                pl.lit(f"t2i_R@{k}").alias("metric"), pl.col("query").alias("item"),
-                pl.when(pl.col("rank") <= k).then(100.0).otherwise(0.0).alias("score")))
+            frames.append(pl.DataFrame({**{c: [v] * len(queries) for c, v in base.items()},
+                                        "metric": [f"t2i_R@{k}"] * len(queries),
+                                        "item": queries,
+                                        "score": (100 * ranks.within(k)).tolist()}))
     return _outcomes(frames)
 
 

@@ -28,7 +28,6 @@ from vldistill.data.manifest import manifest_path, read_manifest
 from vldistill.data.video import ClipBank, VisualBank, load_visual_bank
 from vldistill.eval.retrieval import (
     KS,
-    Ranks,
     chance_metrics,
     hard_negative_accuracy,
     ranks_from_scores,
@@ -42,6 +41,7 @@ from vldistill.models.fast import FastDualEncoder
 from vldistill.models.fusion import DIRECTIONS
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
+from vldistill.results.effects import write_query_ranks
 from vldistill.retrieval.index import (
     MAX_SEARCH_K,
     build_index_from_batches,
@@ -570,16 +570,3 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
         "seeds": query_seeds(merge_seeds(checkpoint_seeds(fast_path),
                                          checkpoint_seeds(slow_path)), max_queries),
     }
-
-
-def write_query_ranks(query_ids: Sequence[str], ranks: Ranks, path: str | Path) -> None:
-    """Each text query's gold-image place (query = its caption_id; the ``Ranks`` counts, ties
-    kept), as parquet: the per-query outcomes behind R@K, which results/effects.py pairs."""
-    if len(query_ids) != len(ranks):
-        raise ValueError(f"{len(query_ids)} query ids but {len(ranks)} ranks")
-    table = pl.DataFrame({"query": list(query_ids), "higher": ranks.higher.tolist(),
-                          "tied": ranks.tied.tolist(), "gold_tied": ranks.gold_tied.tolist()},
-                         schema={"query": pl.String, "higher": pl.Int64, "tied": pl.Int64,
-                                 "gold_tied": pl.Int64})
-    with atomic_output(path) as tmp:
-        table.write_parquet(tmp, statistics=False)
