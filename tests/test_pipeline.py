@@ -42,11 +42,11 @@ def test_every_job_has_a_log_and_a_benchmark(tiny_run):
     logs = sorted(p.relative_to(tiny_run / "logs") for p in (tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
     # data, text corpus, 2 modalities x (2 shards + index), pretrain, 2 task-agnostic students
-    # (plain, mad), 3 x 2 x 2 finetune,
+    # (plain, mad), 3 x 2 x 2 finetune, 3 x 2 text-only references,
     # finetune report; retrieval: slow, 2 fast, 2 indexes, 2 fast evals, slow eval, 2 re-ranks,
-    # retrieval report; effects; results table
-    assert len(logs) == 37, logs
-    assert len(benchmarks) == 37
+    # teacher ridge, retrieval report; effects; results table
+    assert len(logs) == 44, logs
+    assert len(benchmarks) == 44
     shard_log = (tiny_run / "logs/tiny/teacher/vision-efficientnet_lite0/shard-000-of-002.log")
     assert "done in" in shard_log.read_text()
 
