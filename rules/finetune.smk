@@ -41,6 +41,12 @@ def finetune_metrics(dataset=DATASET):
     )
 
 
+def finetune_item_scores(dataset=DATASET):
+    """The per-item scores beside each of finetune_metrics(), in the same order."""
+    return [path.removesuffix("metrics.json") + "item_scores.parquet"
+            for path in finetune_metrics(dataset)]
+
+
 rule finetune:
     """Fine-tune one student seed's task-agnostic student on one task under one regime with one
     method and fine-tuning seed; evaluate."""
@@ -49,6 +55,8 @@ rule finetune:
     output:
         model="models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/model.safetensors",
         metrics="models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/metrics.json",
+        # each test item's score, for the paired comparisons of rule effects
+        item_scores="models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/item_scores.parquet",
     params:
         training=finetune_training,
         distill=lambda wc: FINETUNE.get("distill", {}) if wc.method != "baseline" else {},

@@ -21,6 +21,32 @@ rule finetune_report:
         "../scripts/finetune_report.py"
 
 
+rule effects:
+    """Paired differences (MAD - baseline, ablations, Fast distillation, re-ranking - Slow) on the
+    same items and seeds, with bootstrap intervals: results/effects.{csv,md}."""
+    input:
+        metrics=finetune_metrics(),
+        item_scores=finetune_item_scores(),
+        results=ranked_results(".json"),
+        ranks=ranked_results(".ranks.parquet"),
+    output:
+        csv="results/effects.csv",
+        markdown="results/effects.md",
+    params:
+        effects=config["effects"],
+        dataset=DATASET,
+        split=GALLERY_SPLIT,
+    log:
+        "logs/report/effects.log",
+    benchmark:
+        "benchmarks/runs/report/effects.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/effects.py"
+
+
 def table_summaries(dataset=DATASET):
     """The seed summaries the results table gathers: fine-tuning, and retrieval when enabled."""
     summaries = [f"results/{dataset}/finetune_summary.csv"] if FINETUNE["tasks"] else []
@@ -38,6 +64,7 @@ rule results_table:
     input:
         summaries=table_summaries(),
         validation=f"data/{DATASET}/validation.json",
+        effects=rules.effects.output.csv,
     output:
         table=report("results/table.csv", caption="../report/table.rst", category="Results"),
         timings=report("results/timings.csv", caption="../report/timings.rst",

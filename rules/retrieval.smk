@@ -53,6 +53,20 @@ def retrieval_results(dataset=DATASET):
                   seed=RETRIEVAL_SEEDS, model=retrieval_models())
 
 
+# the models whose per-query gold ranks the paired comparisons of rule effects read
+RANKED_MODELS = [*FAST_MODELS, "slow",
+                 *(f"rerank_k{k}" for k in RETRIEVAL.get("rerank", {}).get("ks", []))]
+
+
+def ranked_results(suffix, dataset=DATASET):
+    """Each ranked model's result JSON (``suffix`` ".json") or per-query gold ranks
+    (".ranks.parquet") for every seed; the same order for either suffix."""
+    if not RETRIEVAL:
+        return []
+    return expand("results/{dataset}/retrieval/seed-{seed}/{model}" + suffix, dataset=dataset,
+                  seed=RETRIEVAL_SEEDS, model=RANKED_MODELS)
+
+
 rule retrieval_slow:
     """Train the Slow model: the student's captioning decoder, bidirectional captioning loss."""
     input:
@@ -134,6 +148,7 @@ rule retrieval_eval_fast:
         index="indexes/{dataset}/seed-{seed}/{fast_model}.faiss",
     output:
         "results/{dataset}/retrieval/seed-{seed}/{fast_model}.json",
+        ranks="results/{dataset}/retrieval/seed-{seed}/{fast_model}.ranks.parquet",
     params:
         **EVAL_PARAMS,
     log:
@@ -154,6 +169,7 @@ rule retrieval_eval_slow:
         slow="models/{dataset}/retrieval/seed-{seed}/slow.safetensors",
     output:
         "results/{dataset}/retrieval/seed-{seed}/slow.json",
+        ranks="results/{dataset}/retrieval/seed-{seed}/slow.ranks.parquet",
     params:
         **EVAL_PARAMS,
     threads: 2
@@ -200,6 +216,7 @@ rule retrieval_rerank:
         slow="models/{dataset}/retrieval/seed-{seed}/slow.safetensors",
     output:
         "results/{dataset}/retrieval/seed-{seed}/rerank_k{k}.json",
+        ranks="results/{dataset}/retrieval/seed-{seed}/rerank_k{k}.ranks.parquet",
     params:
         **EVAL_PARAMS,
         beta=RETRIEVAL.get("rerank", {}).get("beta", 1.0),

@@ -12,7 +12,8 @@ with rule_logging(smk.log[0], smk.threads) as log:
     table = write_table(list(smk.input.summaries), csv_path=smk.output.table,
                         timings_path=smk.output.timings, markdown_path=smk.output.markdown,
                         metrics_path=smk.output.metrics,
-                        validation_paths=[smk.input.validation])
+                        validation_paths=[smk.input.validation],
+                        effects_path=smk.input.effects)
     log.info("results table: %d rows", len(table))
     for path in smk.output.plots:
         getattr(plots, f"plot_{Path(path).stem}")(table, path)

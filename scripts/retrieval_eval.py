@@ -13,12 +13,13 @@ common = {"root": Path("data") / smk.wildcards.dataset, "split": smk.params.spli
 
 with rule_logging(smk.log[0], smk.threads) as log:
     if smk.rule == "retrieval_eval_slow":
-        result = evaluate_slow(slow_path=smk.input.slow, **common)
+        result = evaluate_slow(slow_path=smk.input.slow, ranks_path=smk.output.ranks, **common)
     elif smk.rule == "retrieval_eval_single_frame":
         result = evaluate_single_frame(model_path=smk.input.model, kind=smk.wildcards.kind,
                                        **common)
     else:
-        result = evaluate_fast(fast_path=smk.input.fast, index_path=smk.input.index, **common)
+        result = evaluate_fast(fast_path=smk.input.fast, index_path=smk.input.index,
+                               ranks_path=smk.output.ranks, **common)
     result["seed"] = int(smk.wildcards.seed)  # the report aggregates over seeds
     log.info("%s", result)
     write_json(result, smk.output[0])

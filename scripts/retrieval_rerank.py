@@ -19,6 +19,7 @@ with rule_logging(smk.log[0], smk.threads) as log:
         max_queries=smk.params.max_queries,
         k=int(smk.wildcards.k),
         beta=smk.params.beta,
+        ranks_path=smk.output.ranks,
     )
     result["seed"] = int(smk.wildcards.seed)  # the report aggregates over seeds
     log.info("%s", result)

@@ -42,11 +42,11 @@ def test_every_job_has_a_log_and_a_benchmark(tiny_run):
     logs = sorted(p.relative_to(tiny_run / "logs") for p in (tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
     # data, text corpus, 2 modalities x (2 shards + index), pretrain, 2 task-agnostic students
-    # (plain, mad), 3 x 2 x 2 finetune,
+    # (plain, mad), 3 x 2 x 2 finetune, 3 x 2 text-only references,
     # finetune report; retrieval: slow, 2 fast, 2 indexes, 2 fast evals, slow eval, 2 re-ranks,
-    # retrieval report; results table
-    assert len(logs) == 36, logs
-    assert len(benchmarks) == 36
+    # teacher ridge, retrieval report; effects; results table
+    assert len(logs) == 44, logs
+    assert len(benchmarks) == 44
     shard_log = (tiny_run / "logs/tiny/teacher/vision-efficientnet_lite0/shard-000-of-002.log")
     assert "done in" in shard_log.read_text()
 
@@ -112,7 +112,7 @@ def test_a_per_task_learning_rate_edit_reruns_only_that_tasks_finetuning(tiny_ru
     override = tiny_run / "configs" / "vqa_lr.yaml"
     override.write_text("finetune:\n  per_task: {vqa: {lr: 0.01}}\n")
     assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 4, "finetune_report": 1,
-                                                     "results_table": 1, "all": 1}
+                                                     "effects": 1, "results_table": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -121,7 +121,7 @@ def test_another_seed_adds_only_its_own_finetuning_jobs(tiny_run):
     override.write_text("finetune:\n  seeds: [0, 1]\n")
     # 3 tasks x 2 regimes x 2 methods for seed 1; seed 0's results and the students stay
     assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 12, "finetune_report": 1,
-                                                     "results_table": 1, "all": 1}
+                                                     "effects": 1, "results_table": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -129,7 +129,7 @@ def test_a_rerank_k_list_edit_reruns_only_reranking_and_the_tables(tiny_run):
     override = tiny_run / "configs" / "ks.yaml"
     override.write_text("retrieval:\n  rerank: {ks: [1, 2, 4]}\n")
     assert dry_run_jobs(tiny_run, str(override)) == {"retrieval_rerank": 1, "retrieval_report": 1,
-                                                     "results_table": 1, "all": 1}
+                                                     "effects": 1, "results_table": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -139,7 +139,8 @@ def test_a_fast_hard_negatives_edit_reruns_the_fast_models_and_what_reads_them_n
     override.write_text("retrieval:\n  fast: {hard_negatives: true}\n")
     assert dry_run_jobs(tiny_run, str(override)) == {
         "retrieval_fast": 2, "retrieval_index": 2, "retrieval_eval_fast": 2,
-        "retrieval_rerank": 2, "retrieval_report": 1, "results_table": 1, "all": 1}
+        "retrieval_rerank": 2, "retrieval_report": 1, "effects": 1, "results_table": 1,
+        "all": 1}
 
 
 @pytest.mark.slow
@@ -250,3 +251,36 @@ def test_timings_live_beside_the_table_and_the_data_check_is_recorded(tiny_run):
     assert (table["skipped"] == 0).all()
     report = json.loads((tiny_run / "data/tiny/validation.json").read_text())
     assert report["checked"]["train"]["images"] == 24 and report["reasons"] == {}
+
+
+@pytest.mark.slow
+def test_effects_pair_every_method_and_model_on_the_same_items(tiny_run):
+    effects = pl.read_csv(tiny_run / "results/effects.csv")
+    assert effects.columns == ["effect", "dataset", "task", "regime", "split", "metric",
+                               "difference", "ci_low", "ci_high", "n", "seeds", "excludes_zero"]
+    finetune = effects.filter(pl.col("task") != "retrieval")
+    # configs/tiny.yaml: baseline and mad only; 2 regimes x 2 splits x (1 + 1 + 3) task metrics
+    assert set(finetune["effect"]) == {"mad - baseline"} and len(finetune) == 2 * 2 * 5
+    retrieval = effects.filter(pl.col("task") == "retrieval")
+    assert retrieval.group_by("effect").len().sort("effect").rows() == [
+        ("fast_distilled - fast", 3), ("rerank_k1 - slow", 3), ("rerank_k4 - slow", 3)]
+    assert (retrieval["n"] == 12).all() and (effects["seeds"] == 1).all()
+    assert (effects["ci_low"] <= effects["ci_high"]).all()
+    # each difference is the two methods' table values apart: the same items, the same metric
+    table = pl.read_csv(tiny_run / "results/table.csv")
+    for row in finetune.head(4).iter_rows(named=True):
+        cell = table.filter((pl.col("task") == row["task"]) & (pl.col("regime") == row["regime"])
+                            & (pl.col("split") == row["split"])
+                            & (pl.col("metric") == row["metric"]))
+        value = dict(zip(cell["method"], cell["value"], strict=True))
+        assert row["difference"] == pytest.approx(value["mad"] - value["baseline"])
+        assert row["n"] == cell["n"][0]
+    job = tiny_run / "models/tiny/vcr/full/mad/student-0/seed-0"
+    items = pl.read_parquet(job / "item_scores.parquet")
+    assert set(items["metric"]) == {"q2a", "qa2r", "q2ar"}
+    assert set(items["split"]) == {"test", "test_shifted"}
+    ranks = pl.read_parquet(tiny_run / "results/tiny/retrieval/seed-0/rerank_k4.ranks.parquet")
+    assert ranks.columns == ["query", "higher", "tied", "gold_tied"] and len(ranks) == 12
+    assert "| mad - baseline |" in (tiny_run / "results/effects.md").read_text()
+    assert "## Effects" in (tiny_run / "results/table.md").read_text()
+

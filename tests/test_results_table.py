@@ -107,3 +107,22 @@ def test_single_seed_spread_is_empty_and_bad_summaries_name_the_file(tmp_path, s
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="bad.csv: not a results summary"):
         build_table([bad])
+
+
+def test_the_markdown_summarises_the_effects_and_links_their_table(summaries, tmp_path):
+    from vldistill.results.effects import EFFECT_SCHEMA
+
+    rows = [("mad - baseline", "test", 0.05, 0.01, 0.09, True),
+            ("mad - baseline", "test_shifted", 0.02, -0.03, 0.07, False),
+            ("rerank_k10 - slow", "test", -5.0, -9.0, -1.0, True)]
+    pl.DataFrame([{"effect": e, "dataset": "d", "task": "ve", "regime": "full", "split": s,
+                   "metric": "accuracy", "difference": d, "ci_low": lo, "ci_high": hi,
+                   "n": 90, "seeds": 2, "excludes_zero": x} for e, s, d, lo, hi, x in rows],
+                 schema=EFFECT_SCHEMA).write_csv(tmp_path / "effects.csv")
+    write_table(summaries, csv_path=tmp_path / "t.csv", timings_path=tmp_path / "ms.csv",
+                markdown_path=tmp_path / "t.md", metrics_path=tmp_path / "m.json",
+                effects_path=tmp_path / "effects.csv")
+    text = (tmp_path / "t.md").read_text()
+    assert "## Effects" in text and "[effects.md](effects.md)" in text
+    assert "- mad - baseline: 1 of 2 intervals exclude 0" in text
+    assert "- rerank_k10 - slow: 1 of 1 intervals exclude 0" in text

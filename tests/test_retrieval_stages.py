@@ -94,15 +94,19 @@ def test_index_fast_slow_and_rerank_evaluate_one_gallery(root, student_checkpoin
     assert info["gallery"] == 4
     common = {"root": root, "split": "test", "captions_per_image": 2}
     fast = evaluate_fast(fast_path=tmp_path / "fast.safetensors",
-                         index_path=tmp_path / "fast.faiss", **common)
-    slow = evaluate_slow(slow_path=tmp_path / "slow.safetensors", **common)
+                         index_path=tmp_path / "fast.faiss",
+                         ranks_path=tmp_path / "fast.ranks.parquet", **common)
+    slow = evaluate_slow(slow_path=tmp_path / "slow.safetensors",
+                         ranks_path=tmp_path / "slow.ranks.parquet", **common)
     assert fast["queries"] == slow["queries"] == 8 and fast["t2i"]["n"] == 8
     assert slow["slow_calls_per_query"] == 4 and slow["latency_ms_per_query"]["slow"] > 0
     assert 0 < slow["t2i_ceiling"]["R@1"] <= 100 and slow["t2i_ceiling"]["n"] == 8
     assert fast["i2t"]["n"] == 4
     whole = evaluate_rerank(fast_path=tmp_path / "fast.safetensors",
                             index_path=tmp_path / "fast.faiss",
-                            slow_path=tmp_path / "slow.safetensors", k=4, beta=0.0, **common)
+                            slow_path=tmp_path / "slow.safetensors", k=4, beta=0.0,
+                            ranks_path=tmp_path / "rerank.ranks.parquet", **common)
+    check_query_ranks(root, tmp_path, {"fast": fast, "slow": slow, "rerank": whole})
     # beta = 0 over the whole gallery ranks as Slow alone does
     assert whole["k"] == 4 and whole["t2i"]["R@1"] == slow["t2i"]["R@1"]
     with pytest.raises(ValueError, match="top 5 needs at least 5 gallery images.*holds 4"):
@@ -116,6 +120,24 @@ def test_index_fast_slow_and_rerank_evaluate_one_gallery(root, student_checkpoin
     # re-ranking one candidate cannot change the order: R@K equals Fast's
     assert top1["t2i"]["R@1"] == fast["t2i"]["R@1"] and top1["slow_calls_per_query"] == 1
 
+
+
+def check_query_ranks(root, tmp_path, results: dict) -> None:
+    """Each model's per-query gold ranks name the queries (their caption ids, the same for every
+    model) and give back its R@K and median rank, ties included."""
+    import polars as pl
+
+    from vldistill.eval.retrieval import ranks_metrics
+    from vldistill.results.effects import read_query_ranks
+
+    captions = pl.read_parquet(root / "manifest/test/captions.parquet")
+    queries = None
+    for name, result in results.items():
+        ids, ranks = read_query_ranks(tmp_path / f"{name}.ranks.parquet")
+        assert len(ids) == result["t2i"]["n"] and set(ids) <= set(captions["caption_id"])
+        queries = ids if queries is None else queries
+        assert ids == queries
+        assert ranks_metrics(ranks) == pytest.approx(result["t2i"])
 
 
 def check_hard_negatives(root, tmp_path, fast: dict, slow: dict) -> None:

@@ -14,7 +14,14 @@ from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer
 from vldistill.train import tasks
 from vldistill.train.loop import TrainConfig, train
-from vldistill.train.tasks import TaskData, build_task_data, evaluate, task_logits, task_loss
+from vldistill.train.tasks import (
+    TaskData,
+    build_task_data,
+    evaluate,
+    evaluate_items,
+    task_logits,
+    task_loss,
+)
 
 CONTEXT = 32
 
@@ -81,7 +88,7 @@ def test_vqa_task_data_shapes_gold_and_soft_targets(root, bank, tokenizer, vocab
     for i, answer in enumerate(df["multiple_choice_answer"].to_list()[1:], start=1):
         assert data.gold[i] == vocab.index(official_normalize_answer(answer))
     assert ((data.targets >= 0) & (data.targets <= 1)).all()
-    assert data.item_ids is None and data.stage is None
+    assert data.item_ids == df["question_id"].to_list() and data.stage is None
 
 
 def test_ve_task_data_and_unknown_label(root, bank, tokenizer):
@@ -90,6 +97,7 @@ def test_ve_task_data_and_unknown_label(root, bank, tokenizer):
     assert data.ids.shape == (len(df), CONTEXT) and data.answers is None
     expected = [VE_LABELS.index(label) for label in df["label"].to_list()]
     assert data.gold.tolist() == expected and data.targets.tolist() == expected
+    assert data.item_ids == df["pair_id"].to_list()
     assert data.primary_text == df["hypothesis"].to_list()
     bad = df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("maybe"))
                           .otherwise(pl.col("label")).alias("label"))
@@ -225,6 +233,28 @@ def test_evaluate_vcr_q2ar_needs_both_stages_right(root, bank, tokenizer, monkey
     assert result["q2a"] == pytest.approx(0.5) and result["qa2r"] == pytest.approx(4 / 12)
     assert result["q2ar"] == pytest.approx(both) and result["n"] == n == 12
     assert result["chance"]["q2ar"] == pytest.approx(1 / 16)
+
+
+def test_item_scores_are_each_items_share_of_the_metric(root, bank, tokenizer, vocab,
+                                                        monkeypatch):
+    data = all_tasks(root, bank, tokenizer, vocab)
+    classes = {"vqa": len(vocab), "ve": 3, "vcr": 4}
+    for task, task_data in data.items():
+        right = torch.arange(len(task_data)) % 3 != 1
+        monkeypatch.setattr(tasks, "task_logits", lambda model, d, rows, *args, right=right,
+                            **kwargs: one_hot_logits(d, rows, right, classes[d.task]))
+        metrics, items = evaluate_items(make_model(vocab), task_data, bank, batch_size=5)
+        assert metrics == evaluate(make_model(vocab), task_data, bank, batch_size=5)
+        assert items.columns == ["item", "metric", "score"]
+        means = dict(items.group_by("metric").agg(pl.col("score").mean()).iter_rows())
+        names = ("q2a", "qa2r", "q2ar") if task == "vcr" else ("accuracy",)
+        assert means == pytest.approx({m: metrics[m] for m in names})
+        ids = sorted(set(task_data.item_ids))
+        for _, group in items.group_by("metric"):
+            assert sorted(group["item"]) == ids  # each item scored once per metric
+        if task == "vcr":  # Q->AR right exactly where both stages are
+            wide = items.pivot(on="metric", index="item", values="score")
+            assert (wide["q2ar"] == wide["q2a"] * wide["qa2r"]).all()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from vldistill.io import atomic_output
-from vldistill.results import retrieval
+from vldistill.results import effects, retrieval
 from vldistill.results.finetune import METHOD_ORDER, METRICS, regime_order
 from vldistill.results.summary import KEYS, mean_spread
 
@@ -134,8 +134,11 @@ def retrieval_markdown(table: pl.DataFrame) -> list[str]:
     return out
 
 
-def markdown(table: pl.DataFrame) -> str:
-    return "\n".join(["# Results", "", *finetune_markdown(table), *retrieval_markdown(table)])
+def markdown(table: pl.DataFrame, effect_rows: pl.DataFrame | None = None) -> str:
+    """The paper-style view; with ``effect_rows`` (results/effects.csv) a short Effects section
+    pointing to effects.md."""
+    return "\n".join(["# Results", "", *finetune_markdown(table), *retrieval_markdown(table),
+                      *([] if effect_rows is None else effects.summary_lines(effect_rows))])
 
 
 def metrics_json(table: pl.DataFrame) -> dict[str, Any]:
@@ -157,10 +160,12 @@ def is_timing() -> pl.Expr:
 def write_table(summary_paths: Iterable[str | Path], *, csv_path: str | Path,
                 timings_path: str | Path, markdown_path: str | Path,
                 metrics_path: str | Path,
-                validation_paths: Iterable[str | Path] = ()) -> pl.DataFrame:
+                validation_paths: Iterable[str | Path] = (),
+                effects_path: str | Path | None = None) -> pl.DataFrame:
     """Write the table (quality metrics only, so the same config and seeds give the same bytes),
     the timings (same columns), the Markdown view of both and metrics.json (quality only, so
-    ``dvc metrics diff`` shows results, not machine load). Returns the whole table."""
+    ``dvc metrics diff`` shows results, not machine load). Returns the whole table.
+    ``effects_path``: results/effects.csv, summarised in the Markdown."""
     table = build_table(summary_paths, validation_paths)
     quality, timings = table.filter(~is_timing()), table.filter(is_timing())
     with atomic_output(csv_path) as tmp:
@@ -168,7 +173,8 @@ def write_table(summary_paths: Iterable[str | Path], *, csv_path: str | Path,
     with atomic_output(timings_path) as tmp:
         timings.write_csv(tmp)
     with atomic_output(markdown_path) as tmp:
-        Path(tmp).write_text(markdown(table))
+        effect_rows = None if effects_path is None else effects.read_effects(effects_path)
+        Path(tmp).write_text(markdown(table, effect_rows))
     with atomic_output(metrics_path) as tmp:
         Path(tmp).write_text(json.dumps(metrics_json(quality), indent=1, sort_keys=True) + "\n")
     return table

@@ -8,7 +8,8 @@
 
 The teacher probe behind confidence weighting and adaptive lambda is fitted on the regime's
 training examples only. Evaluation uses the official metric on the source test split and the
-shifted test split, with chance level (VE, VCR) or the computed majority-answer baseline (VQA).
+shifted test split, with chance level (VE, VCR) or the computed majority-answer baseline (VQA),
+and each test item's score beside metrics.json (``item_scores_path``) for paired comparisons.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from vldistill.data.regimes import select_regime
 from vldistill.distill.mad import AdaptiveLambda, distillation_loss, method_config
 from vldistill.distill.probe import cross_fitted_p_gold
 from vldistill.eval import answer_vocabulary, majority_answer_baseline
-from vldistill.io import write_json
+from vldistill.io import atomic_output, write_json
 from vldistill.models.config import HeadsConfig
 from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
 from vldistill.models.student import Student
@@ -37,9 +38,10 @@ from vldistill.train.distill_step import TeacherFeatures, student_states
 from vldistill.train.distributed import is_main
 from vldistill.train.loop import TrainConfig, train
 from vldistill.train.tasks import (
+    ITEM_SCHEMA,
     TaskData,
     build_task_data,
-    evaluate,
+    evaluate_items,
     init_head_from_prior,
     task_logits,
     task_loss,
@@ -91,7 +93,8 @@ def teacher_confidence(teachers: TeacherFeatures, data: TaskData, frame: pl.Data
 def finetune(*, task: str, regime: str, method: str, root: str | Path, start: str | Path,
              vision_index: str | Path | None, text_index: str | Path | None,
              training: dict, mad: dict, seed: int,
-             out_path: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+             out_path: str | Path, metrics_path: str | Path,
+             item_scores_path: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune the task-agnostic student ``start`` (the one ``AGNOSTIC_START[method]``
     names) on one task and regime with one method, then evaluate on the test splits."""
     mad_cfg = method_config(method, **mad)
@@ -136,13 +139,14 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
                                             "seed": seed, "seeds": seeds, "answer_vocab": vocab})
     clear_states(out_path)
 
-    results = {}
+    results, items = {}, []
     for split in EVAL_SPLITS:
         if frames[split].is_empty():  # e.g. a real dataset without a shifted test set
             log.info("%s: no %s examples; not evaluated", split, task)
             continue
         eval_data = build_task_data(task, frames[split], bank, tokenizer, answer_vocab=vocab)
-        results[split] = evaluate(model, eval_data, bank)
+        results[split], scores = evaluate_items(model, eval_data, bank)
+        items.append(scores.select(pl.lit(split).alias("split"), pl.all()))
         if task == "vqa":
             results[split]["majority_baseline"] = majority_answer_baseline(
                 train_frame["answers"].to_list(), frames[split]["answers"].to_list(),
@@ -154,8 +158,20 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
         "start": Path(start).name, "results": results, "probe": probe_info,
         "final_train": {k: v for k, v in history[-1].items() if k != "step"},
     }
+    if item_scores_path is not None:
+        write_item_scores(items, item_scores_path)
     write_json(metrics, metrics_path)
     return metrics
+
+
+def write_item_scores(frames: list[pl.DataFrame], path: str | Path) -> None:
+    """Every evaluated item's score, one row per (split, item, metric): a parquet file beside
+    metrics.json rather than inside it, which stays a page a person reads however many test
+    items there are."""
+    table = pl.concat(frames) if frames else pl.DataFrame(schema={"split": pl.String,
+                                                                  **ITEM_SCHEMA})
+    with atomic_output(path) as tmp:
+        table.write_parquet(tmp, statistics=False)
 
 
 def _loss_fn(model: Student, data: TaskData, bank, mad_cfg, teachers: TeacherFeatures | None,

@@ -2,7 +2,9 @@
 distilled from Slow), and evaluate Fast, Slow and Fast-then-Slow re-ranking.
 
 Training uses the train split's captions; evaluation uses the test split: its images are the
-gallery, and the first ``captions_per_image`` captions of each image are the text queries.
+gallery, and the first ``captions_per_image`` captions of each image are the text queries. Each
+evaluation can also write every text query's gold rank (``ranks_path``), for paired comparisons
+of two models on the same queries.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from vldistill.eval.retrieval import (
     KS,
     chance_metrics,
     hard_negative_accuracy,
+    ranks_from_scores,
     ranks_metrics,
     retrieval_metrics,
 )
@@ -38,6 +41,7 @@ from vldistill.models.fast import FastDualEncoder
 from vldistill.models.fusion import DIRECTIONS
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
+from vldistill.results.effects import write_query_ranks
 from vldistill.retrieval.index import (
     MAX_SEARCH_K,
     build_index_from_batches,
@@ -278,6 +282,7 @@ class RetrievalSet:
     negative_ids: torch.Tensor  # [Q, L]
     negative_mask: torch.Tensor  # [Q, L]
     has_negative: torch.Tensor  # [Q] bool
+    query_ids: list[str] = field(default_factory=list)  # [Q] caption_id of each query
 
     @property
     def negative_queries(self) -> torch.Tensor:
@@ -317,7 +322,7 @@ def retrieval_set(root: str | Path, split: str, captions_per_image: int, cfg: St
     return RetrievalSet(bank, ids, mask, bank.rows(queries["image_id"].to_list()),
                         torch.tensor(queries["images"].to_list()), negative_ids, negative_mask,
                         torch.tensor(queries["hard_negative"].is_not_null().to_list(),
-                                     dtype=torch.bool))
+                                     dtype=torch.bool), queries["caption_id"].to_list())
 
 
 GALLERY_BATCH = 256
@@ -362,8 +367,8 @@ def build_gallery_index(*, root: str | Path, fast_path: str | Path, split: str, 
 
 
 def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
-                  split: str, captions_per_image: int,
-                  max_queries: int | None = None) -> dict[str, Any]:
+                  split: str, captions_per_image: int, max_queries: int | None = None,
+                  ranks_path: str | Path | None = None) -> dict[str, Any]:
     """Fast retrieval, timed per query as a deployed system answers it (encode the text, search
     the index for the top max(KS)). The ranks are exact: every query's gold image against
     every gallery image by exact dot products, not read off the search result, which an
@@ -380,6 +385,8 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
                          f"{len(gallery)}: rebuild the index")
     scores = gallery @ queries.T  # [G, Q]
     fast_ms = 1000 * (encode_s + search_s) / n_queries
+    if ranks_path is not None:
+        write_query_ranks(data.query_ids, ranks_from_scores(scores.T, data.gold), ranks_path)
     return {
         "model": "fast_distilled" if extra.get("distilled") else "fast",
         "t2i": retrieval_metrics(scores.T, data.gold),
@@ -477,7 +484,7 @@ def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str
 @torch.no_grad()
 def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
                   captions_per_image: int, max_queries: int | None = None,
-                  max_pairs: int = 512) -> dict[str, Any]:
+                  max_pairs: int = 512, ranks_path: str | Path | None = None) -> dict[str, Any]:
     """The Slow model scoring every (gallery image, query) pair: the reference for re-ranking."""
     slow, directions = load_slow(slow_path)
     data = retrieval_set(root, split, captions_per_image, slow.cfg, max_queries)
@@ -486,6 +493,8 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
                             max_pairs, directions)
     n_gallery, n_queries = matrix.shape
     slow_ms = 1000 * seconds / n_queries
+    if ranks_path is not None:
+        write_query_ranks(data.query_ids, ranks_from_scores(matrix.T, data.gold), ranks_path)
     return {
         "model": "slow",
         "t2i": retrieval_metrics(matrix.T, data.gold),
@@ -521,7 +530,8 @@ def gallery_levels(slow: Student, bank: VisualBank, batch_size: int = 256) -> li
 def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
                     slow_path: str | Path, split: str, captions_per_image: int, k: int,
                     beta: float, max_queries: int | None = None,
-                    max_pairs: int = 512) -> dict[str, Any]:
+                    max_pairs: int = 512, ranks_path: str | Path | None = None
+                    ) -> dict[str, Any]:
     """Fast top-K from the index, re-scored by h_slow + beta * h_fast; timed per query."""
     fast, _ = load_fast(fast_path)
     slow, directions = load_slow(slow_path)
@@ -549,6 +559,8 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
     reranked, combined = rerank_top_k(candidates, fast_scores, slow_scores, beta)
     ranks = ranks_after_rerank(reranked, combined, queries @ gallery.T, data.gold)
     fast_ms, slow_ms = 1000 * (encode_s + search_s) / n_queries, 1000 * slow_s / n_queries
+    if ranks_path is not None:
+        write_query_ranks(data.query_ids, ranks, ranks_path)
     return {
         "model": f"rerank_k{k}", "k": k, "beta": beta,
         "t2i": ranks_metrics(ranks, KS),

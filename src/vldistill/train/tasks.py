@@ -2,9 +2,10 @@
 
 ``build_task_data`` tokenises a task manifest once; ``task_logits`` scores a batch of its rows
 with the student; ``task_loss`` is the fine-tuning objective; ``evaluate`` reports each task's
-official metric. VCR items become two examples each, a Q->A one (question + answer_k) and a
-QA->R one (question + *gold* answer + rationale_k), as VCR's QA->R protocol gives the model the
-right answer; ``evaluate`` pairs them back by item id for the joint Q->AR score.
+official metric, ``evaluate_items`` also each item's score. VCR items become two examples each,
+a Q->A one (question + answer_k) and a QA->R one (question + *gold* answer + rationale_k), as
+VCR's QA->R protocol gives the model the right answer; ``evaluate`` pairs them back by item id
+for the joint Q->AR score.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from vldistill.eval import (
     soft_targets,
     vcr_scores,
     vocab_index,
+    vqa_accuracy,
     vqa_score,
 )
 from vldistill.models.heads import vcr_choice_logits
@@ -51,7 +53,8 @@ class TaskData:
     gold: torch.Tensor  # [N] long; vqa: vocab index of the top answer or -1
     answers: list[list[str]] | None = None  # vqa: raw annotator answers
     answer_vocab: list[str] | None = None  # vqa: class index -> answer string
-    item_ids: list[str] | None = None  # vcr: manifest item of each example
+    # the manifest id of each example: question_id (vqa), pair_id (ve), item_id (vcr)
+    item_ids: list[str] | None = None
     stage: list[str] | None = None  # vcr: "q2a" | "qa2r"
 
     def __len__(self) -> int:
@@ -108,7 +111,8 @@ def _build_vqa(frame: pl.DataFrame, bank: ImageBank, tokenizer: Tokenizer,
     ids, mask = tokenizer(questions)
     image_ids = frame["image_id"].to_list()
     return TaskData("vqa", image_ids, bank.rows(image_ids), ids, mask, questions, targets, gold,
-                    answers=answers, answer_vocab=list(vocab))
+                    answers=answers, answer_vocab=list(vocab),
+                    item_ids=frame["question_id"].to_list())
 
 
 def _build_ve(frame: pl.DataFrame, bank: ImageBank, tokenizer: Tokenizer) -> TaskData:
@@ -124,7 +128,7 @@ def _build_ve(frame: pl.DataFrame, bank: ImageBank, tokenizer: Tokenizer) -> Tas
     gold = torch.tensor(labels, dtype=torch.long)
     image_ids = frame["image_id"].to_list()
     return TaskData("ve", image_ids, bank.rows(image_ids), ids, mask, hypotheses, gold,
-                    gold.clone())
+                    gold.clone(), item_ids=frame["pair_id"].to_list())
 
 
 def _check_vcr_item(item_id: str, answers: list[str], rationales: list[str], answer_label: int,
@@ -254,8 +258,9 @@ def _predictions(model: Student, data: TaskData, bank: ImageBank, batch_size: in
     return torch.cat(preds)
 
 
-def _vcr_metrics(data: TaskData, preds: torch.Tensor) -> dict[str, float | int]:
-    """Pair each item's Q->A and QA->R examples by item id, then score them together."""
+def _vcr_pairs(data: TaskData, preds: torch.Tensor) -> tuple[list[str], list[list[int]]]:
+    """Pair each item's Q->A and QA->R examples by item id: the items in order and, for each,
+    [answer prediction, answer gold, rationale prediction, rationale gold]."""
     if data.item_ids is None or data.stage is None:
         raise ValueError("VCR task data lacks item_ids / stage; build it with build_task_data")
     by_stage: dict[str, dict[str, tuple[int, int]]] = {s: {} for s in VCR_STAGES}
@@ -266,8 +271,10 @@ def _vcr_metrics(data: TaskData, preds: torch.Tensor) -> dict[str, float | int]:
     if set(q2a) != set(qa2r):
         raise ValueError("every VCR item needs both a q2a and a qa2r example")
     items = sorted(q2a)
-    return vcr_scores([q2a[i][0] for i in items], [q2a[i][1] for i in items],
-                      [qa2r[i][0] for i in items], [qa2r[i][1] for i in items])
+    return items, [[*q2a[i], *qa2r[i]] for i in items]
+
+
+ITEM_SCHEMA: dict[str, Any] = {"item": pl.String, "metric": pl.String, "score": pl.Float64}
 
 
 def evaluate(model: Student, data: TaskData, bank: ImageBank,
@@ -278,11 +285,22 @@ def evaluate(model: Student, data: TaskData, bank: ImageBank,
     normalised as the release did). ve: {"accuracy", "n", "chance"}. vcr: {"q2a", "qa2r",
     "q2ar", "n" (items), "chance"}. The model's train/eval mode is restored afterwards.
     """
+    return evaluate_items(model, data, bank, batch_size)[0]
+
+
+def evaluate_items(model: Student, data: TaskData, bank: ImageBank,
+                   batch_size: int = 128) -> tuple[dict[str, Any], pl.DataFrame]:
+    """``evaluate``'s metrics and, from the same predictions, every item's score (item, metric,
+    score): its VQA accuracy, or 1.0 / 0.0 for a right / wrong VE label or VCR choice (q2a,
+    qa2r, q2ar). A metric is the mean of its items' scores; paired comparisons between methods
+    (results/effects.py) resample these."""
     _check_task(data.task)
     if len(data) == 0:
         raise ValueError(f"no {data.task} examples to evaluate")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if data.item_ids is None:
+        raise ValueError("task data lacks item_ids; build it with build_task_data")
     was_training = model.training
     model.eval()
     try:
@@ -293,9 +311,28 @@ def evaluate(model: Student, data: TaskData, bank: ImageBank,
         if data.answer_vocab is None or data.answers is None:
             raise ValueError("VQA task data lacks its answers; build it with build_task_data")
         answers = [data.answer_vocab[k] for k in preds.tolist()]
-        return dict(vqa_score(answers, data.answers, normalize_gt=True))
+        scores = [vqa_accuracy(a, gts, normalize_gt=True)
+                  for a, gts in zip(answers, data.answers, strict=True)]
+        items = _item_frame(data.item_ids, {"accuracy": scores})
+        return dict(vqa_score(answers, data.answers, normalize_gt=True)), items
     if data.task == "ve":
         result = accuracy(preds.numpy(), data.gold.numpy())
+        right = (preds == data.gold).double().tolist()
+        items = _item_frame(data.item_ids, {"accuracy": right})
     else:
-        result = _vcr_metrics(data, preds)
-    return {**result, "chance": chance_level(data.task)}
+        ids, pairs = _vcr_pairs(data, preds)
+        result = vcr_scores(*zip(*pairs, strict=True))
+        q2a = [float(a == ag) for a, ag, _, _ in pairs]
+        qa2r = [float(r == rg) for _, _, r, rg in pairs]
+        items = _item_frame(ids, {"q2a": q2a, "qa2r": qa2r,
+                                  "q2ar": [a * r for a, r in zip(q2a, qa2r, strict=True)]})
+    return {**result, "chance": chance_level(data.task)}, items
+
+
+def _item_frame(items: list[str], scores: dict[str, list[float]]) -> pl.DataFrame:
+    if len(set(items)) != len(items):
+        raise ValueError("item ids must be unique to score items one by one")
+    return pl.DataFrame(
+        [{"item": i, "metric": metric, "score": float(v)}
+         for metric, values in scores.items() for i, v in zip(items, values, strict=True)],
+        schema=ITEM_SCHEMA)
