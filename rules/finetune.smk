@@ -14,7 +14,7 @@ def finetune_inputs(wildcards):
     # every method starts from the task-agnostic student of its own variant (distill/agnostic.py)
     inputs = {
         "manifests": manifests(
-            tables=["images", wildcards.task], splits=["train", "test", "test_shifted"]
+            tables=["images", wildcards.task], splits=["train", "val", "test", "test_shifted"]
         ),
         "start": student_path(AGNOSTIC_START[wildcards.method], wildcards.sseed),
     }
@@ -59,7 +59,12 @@ rule finetune:
         item_scores="models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/item_scores.parquet",
     params:
         training=finetune_training,
-        distill=lambda wc: FINETUNE.get("distill", {}) if wc.method != "baseline" else {},
+        # fused comes from mad.distill: both stages distil the same targets
+        distill=lambda wc: (
+            {**FINETUNE["distill"], "fused": config["mad"]["distill"]["fused"]}
+            if wc.method != "baseline"
+            else {}
+        ),
     threads: 1
     log:
         "logs/{dataset}/finetune/{task}/{regime}/{method}/student-{sseed}/seed-{seed}.log",

@@ -128,21 +128,80 @@ def test_mad_without_cw_equals_mad_with_unit_weights():
 def test_adaptive_lambda_decays_once_the_student_beats_the_teacher_probe():
     cfg = MadConfig(lambda0=2.0, ema=0.0)
     schedule = AdaptiveLambda(cfg, teacher_loss=0.5)
-    assert schedule(1.0) == 2.0  # student worse than the teacher: full strength
-    assert schedule(0.25) == pytest.approx(1.0)  # half the teacher's loss: half strength
+    assert schedule.value == 2.0  # before the first update: full strength
+    assert schedule.update(1.0, step=0) == 2.0  # student worse than the teacher: full strength
+    assert schedule.update(0.25, step=10) == pytest.approx(1.0)  # half the probe's loss: half
+    assert schedule.value == pytest.approx(1.0)  # held between updates
+    assert [u["step"] for u in schedule.updates] == [0, 10]
     constant = AdaptiveLambda(method_config("mad-af", lambda0=2.0), teacher_loss=None)
-    assert constant(0.01) == 2.0
+    assert constant.update(0.01, step=0) == 2.0 and not constant.due(0)
     with pytest.raises(ValueError, match="teacher probe"):
         AdaptiveLambda(cfg, teacher_loss=None)
+
+
+def test_adaptive_lambda_moves_as_a_falling_held_out_loss_crosses_the_probe():
+    cfg = MadConfig(lambda0=1.0, ema=0.5, af_every=5)
+    schedule = AdaptiveLambda(cfg, teacher_loss=1.0)
+    assert [schedule.due(s) for s in range(11)] == [s % 5 == 0 for s in range(11)]
+    lambdas = [schedule.update(loss, step=5 * k)
+               for k, loss in enumerate([1.6, 1.2, 0.8, 0.4, 0.2, 0.1])]
+    assert lambdas[:2] == [1.0, 1.0]  # smoothed 1.6, 1.4: above the probe
+    assert lambdas[2] == 1.0  # smoothed 1.1
+    assert lambdas[3] == pytest.approx(0.75)  # smoothed 0.75
+    assert all(b < a for a, b in zip(lambdas[3:], lambdas[4:], strict=False))
+    assert lambdas[-1] == pytest.approx(0.2875)
 
 
 def test_adaptive_lambda_state_round_trips():
     cfg = MadConfig(ema=0.5)
     first = AdaptiveLambda(cfg, teacher_loss=1.0)
-    first(0.8)
+    first.update(0.8, step=0)
     second = AdaptiveLambda(cfg, teacher_loss=1.0)
     second.load_state_dict(first.state_dict())
-    assert first(0.4) == second(0.4)
+    assert second.value == first.value and second.updates == first.updates
+    assert first.update(0.4, step=10) == second.update(0.4, step=10)
+
+
+def fused_states(student, teacher, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    b, ls = student.text_tokens.shape[:2]
+    dv, dt = teacher.vision_global.shape[1], teacher.text_global.shape[1]
+    student.fused_text_tokens = torch.randn(b, ls, dt, generator=g, requires_grad=True)
+    student.fused_global = torch.randn(b, dv + dt, generator=g, requires_grad=True)
+    return student
+
+
+def test_fused_targets_add_their_terms_and_reach_the_fused_states():
+    student, teacher = batch()
+    student = fused_states(student, teacher)
+    none = distillation_loss(method_config("mad"), student, teacher)
+    assert none["fused"] == 0
+    parts = {f: distillation_loss(method_config("mad", fused=f), student, teacher)
+             for f in ("tokens", "pooled", "both")}
+    for f, out in parts.items():
+        assert out["fused"] > 0 and torch.isclose(out["loss"], none["loss"] + out["fused"]), f
+    assert torch.isclose(parts["both"]["fused"],
+                         parts["tokens"]["fused"] + parts["pooled"]["fused"])
+    parts["both"]["loss"].backward()
+    assert student.fused_text_tokens.grad.abs().sum() > 0
+    assert student.fused_global.grad.abs().sum() > 0
+
+
+def test_fused_pooled_target_is_zero_when_it_points_along_both_unit_globals():
+    student, teacher = batch()
+    target = torch.cat([F.normalize(teacher.vision_global, dim=-1),
+                        F.normalize(teacher.text_global, dim=-1)], dim=-1)
+    student.fused_global = 3 * target
+    out = distillation_loss(method_config("mad", fused="pooled"), student, teacher)
+    assert out["fused"].abs() < 1e-6
+
+
+def test_a_fused_target_without_fused_states_is_refused():
+    student, teacher = batch()
+    with pytest.raises(ValueError, match="fused"):
+        distillation_loss(method_config("mad", fused="tokens"), student, teacher)
+    with pytest.raises(ValueError, match="fused must be one of"):
+        MadConfig(fused="all")
 
 
 def test_methods():

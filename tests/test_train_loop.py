@@ -76,18 +76,21 @@ def test_a_killed_run_resumes_to_bit_identical_weights(tmp_path):
 
 
 def test_state_the_loss_carries_across_steps_is_restored_on_resume(tmp_path):
-    """AF's smoothed task loss lives outside the model; a resumed run must see its old value."""
+    """AF's smoothed held-out loss lives outside the model; a resumed run must see its old
+    value."""
     from vldistill.distill.mad import AdaptiveLambda, method_config
 
     def run(state_path, die_at=None):
-        schedule = AdaptiveLambda(method_config("mad", ema=0.9), teacher_loss=0.5)
+        schedule = AdaptiveLambda(method_config("mad", ema=0.9, af_every=3), teacher_loss=0.5)
         inner = make_problem()
 
         def loss_fn(model, rows, step):
             if step == die_at:
                 raise KeyboardInterrupt
             out = inner(model, rows, step)
-            return {"loss": schedule(out["loss"].item()) * out["loss"]}
+            if schedule.due(step):
+                schedule.update(out["loss"].item(), step)
+            return {"loss": schedule.value * out["loss"]}
 
         model = fresh_model()
         train(model, loss_fn, 64, CFG, state_path, progress=False, extra_state=schedule)
@@ -98,6 +101,7 @@ def test_state_the_loss_carries_across_steps_is_restored_on_resume(tmp_path):
         run(tmp_path / "state.pt", die_at=10)
     resumed, resumed_schedule = run(tmp_path / "state.pt")
     assert resumed_schedule.smoothed == reference_schedule.smoothed
+    assert resumed_schedule.updates == reference_schedule.updates
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 

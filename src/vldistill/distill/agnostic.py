@@ -4,8 +4,10 @@ After pre-training, every student gets the same number of task-agnostic steps on
 captions (the MAD stage's budget); only what is distilled differs. ``plain`` continues the
 pre-training objective without a teacher, so the baseline and kd have spent exactly what MAD
 has; ``mad`` adds token-selected distillation; ``mad-ts`` distils every token (the TS ablation
-leaves token selection out of every stage it touches). Confidence weighting and AF need labels
-and exist only in fine-tuning, so their ablations start from MAD's student.
+leaves token selection out of every stage it touches). The fused-state targets (``fused``)
+apply here as in fine-tuning, so the cross-modal encoder is distilled in both. Confidence
+weighting and AF need labels and exist only in fine-tuning, so their ablations start from MAD's
+student.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ AGNOSTIC_START: dict[str, str] = {
     "mad-af": "mad",
 }
 assert set(AGNOSTIC_START) == set(METHODS)
+AF_KEYS: tuple[str, ...] = ("ema", "af_every", "af_examples")
 
 
 def agnostic_config(variant: str, **distill: float) -> MadConfig | None:
@@ -28,7 +31,7 @@ def agnostic_config(variant: str, **distill: float) -> MadConfig | None:
                          f"{AGNOSTIC_VARIANTS}")
     if variant == "plain":
         return None
-    # ema only smooths AF's task loss during fine-tuning; it has no meaning here
-    distill = {k: v for k, v in distill.items() if k != "ema"}
+    # AF's keys pace the adaptive lambda of fine-tuning; they have no meaning here
+    distill = {k: v for k, v in distill.items() if k not in AF_KEYS}
     return MadConfig(token_selection=variant == "mad", confidence_weighting=False,
                      adaptive=False, **distill)

@@ -10,10 +10,23 @@ Teacher tokens t_i with salience a_i, teacher global g; student states s_i, proj
   method (it is part of L in DESIGN.md).
 * confidence weighting (CW): w = the teacher's probability of the gold label, normalised to mean 1
   over the batch; without CW, w = 1. A zero-confidence example contributes no distillation loss.
-* adaptive finetuning (AF): lambda(t) = lambda0 * min(1, ema(student task loss) / teacher loss),
-  i.e. full strength while the student is worse than the teacher's probe, then decaying as the
-  student overtakes it; without AF, lambda = lambda0.
-* L = L_task + lambda(t) * w * (L_tok_vision + L_tok_text + L_glob), averaged over the batch.
+* fused-state distillation (``fused``): the cross-modal encoder itself, not only the towers,
+  is pulled towards the teachers. ``tokens``: L_ftok = L_tok between P_f s^fused_i (the fusion's
+  output text states) and the text teacher's tokens, with the text salience and selection;
+  ``pooled``: L_fglob = 1 - cos(P_fg s^fused_pool, [g_v / |g_v| ; g_t / |g_t|]), the fused
+  pooled state against both teachers' global embeddings side by side (it has seen the image and
+  the text); ``both``; ``none`` (towers only).
+* adaptive finetuning (AF), with like compared with like on held-out data: every ``af_every``
+  fine-tuning steps (from step 0), the student's gold-label cross-entropy on up to
+  ``af_examples`` val examples, l_k (the loss form of the probe's out-of-fold CE: softmax CE of
+  the gold class, for VQA the most common gold answer), is smoothed as
+  m_k = ema * m_{k-1} + (1 - ema) * l_k (m_0 = l_0), and
+  lambda = lambda0 * min(1, m_k / L_probe), L_probe the teacher probe's out-of-fold CE on the
+  regime's training split. Full strength while the student is worse than the teacher's probe,
+  decaying in proportion as it overtakes it; lambda holds between updates. Without AF,
+  lambda = lambda0.
+* L = L_task + lambda(t) * w * (L_tok_vision + L_tok_text + L_glob [+ L_ftok] [+ L_fglob]),
+  averaged over the batch.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 METHODS: tuple[str, ...] = ("baseline", "kd", "mad", "mad-ts", "mad-cw", "mad-af")
+FUSED: tuple[str, ...] = ("none", "tokens", "pooled", "both")
 
 
 @dataclass(frozen=True)
@@ -35,9 +49,25 @@ class MadConfig:
     token_ratio: float = 0.5  # fraction of teacher tokens kept by TS
     tau: float = 0.1  # salience temperature
     lambda0: float = 1.0
-    ema: float = 0.9  # smoothing of the student's task loss for AF
+    fused: str = "none"  # fused-state targets: none | tokens | pooled | both
+    ema: float = 0.5  # smoothing of the student's held-out loss across AF updates
+    af_every: int = 10  # fine-tuning steps between AF updates
+    af_examples: int = 256  # val examples the student's held-out loss is measured on
+
+    @property
+    def fused_tokens(self) -> bool:
+        return self.fused in ("tokens", "both")
+
+    @property
+    def fused_pooled(self) -> bool:
+        return self.fused in ("pooled", "both")
 
     def __post_init__(self) -> None:
+        if self.fused not in FUSED:
+            raise ValueError(f"fused must be one of {FUSED}, got {self.fused!r}")
+        if self.af_every < 1 or self.af_examples < 1:
+            raise ValueError(f"af_every and af_examples must be >= 1, got {self.af_every}, "
+                             f"{self.af_examples}")
         if not 0 < self.token_ratio <= 1:
             raise ValueError(f"token_ratio must be in (0, 1], got {self.token_ratio}")
         if self.tau <= 0:
@@ -144,8 +174,8 @@ def confidence_weights(cfg: MadConfig, p_gold: torch.Tensor | None, batch: int) 
 
 
 class AdaptiveLambda:
-    """lambda(t) for AF: lambda0 while the student's (smoothed) task loss is above the teacher
-    probe's loss on the same training data, lambda0 * ratio once it falls below."""
+    """lambda(t) for AF (the module docstring has the rule): ``update`` takes the student's
+    held-out gold-label CE every ``af_every`` steps; ``value`` is the lambda in force."""
 
     def __init__(self, cfg: MadConfig, teacher_loss: float | None) -> None:
         if cfg.adaptive and (teacher_loss is None or not math.isfinite(teacher_loss)
@@ -155,20 +185,30 @@ class AdaptiveLambda:
         self.cfg = cfg
         self.teacher_loss = teacher_loss
         self.smoothed: float | None = None
+        self.value = cfg.lambda0
+        self.updates: list[dict[str, float]] = []  # one record per AF update, for the summary
 
-    def __call__(self, task_loss: float) -> float:
+    def due(self, step: int) -> bool:
+        return self.cfg.adaptive and step % self.cfg.af_every == 0
+
+    def update(self, held_out_loss: float, step: int) -> float:
         if not self.cfg.adaptive:
-            return self.cfg.lambda0
+            return self.value
         beta = self.cfg.ema
-        self.smoothed = task_loss if self.smoothed is None else (
-            beta * self.smoothed + (1 - beta) * task_loss)
-        return self.cfg.lambda0 * min(1.0, self.smoothed / self.teacher_loss)
+        self.smoothed = held_out_loss if self.smoothed is None else (
+            beta * self.smoothed + (1 - beta) * held_out_loss)
+        self.value = self.cfg.lambda0 * min(1.0, self.smoothed / self.teacher_loss)
+        self.updates.append({"step": step, "student_val_ce": held_out_loss,
+                             "smoothed": self.smoothed, "probe_ce": self.teacher_loss,
+                             "lambda": self.value})
+        return self.value
 
     def state_dict(self) -> dict:
-        return {"smoothed": self.smoothed}
+        return {"smoothed": self.smoothed, "value": self.value, "updates": list(self.updates)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.smoothed = state["smoothed"]
+        self.smoothed, self.value = state["smoothed"], state["value"]
+        self.updates = list(state["updates"])
 
 
 @dataclass
@@ -193,6 +233,14 @@ class StudentStates:
     text_tokens: torch.Tensor  # [B, Ls, Dt]
     text_mask: torch.Tensor  # [B, Ls] bool
     text_global: torch.Tensor  # [B, Dt]
+    fused_text_tokens: torch.Tensor | None = None  # [B, Ls, Dt], the fusion's text states
+    fused_global: torch.Tensor | None = None  # [B, Dv + Dt], the fusion's pooled state
+
+
+def fused_global_target(teacher: DistillTargets) -> torch.Tensor:
+    """Both teachers' global embeddings, each unit-normalised, side by side: [B, Dv + Dt]."""
+    return torch.cat([F.normalize(teacher.vision_global.float(), dim=-1),
+                      F.normalize(teacher.text_global.float(), dim=-1)], dim=-1)
 
 
 def distillation_loss(cfg: MadConfig, student: StudentStates, teacher: DistillTargets,
@@ -208,19 +256,29 @@ def distillation_loss(cfg: MadConfig, student: StudentStates, teacher: DistillTa
         vision_student, teacher.vision_tokens,
         token_weights(cfg, teacher.vision_global, teacher.vision_tokens, vision_mask),
     )
+    text_weights = token_weights(cfg, teacher.text_global, teacher.text_tokens, teacher.text_mask)
     text_student = resample_sequence(student.text_tokens, student.text_mask, teacher.text_mask)
-    tok_text = token_loss(
-        text_student, teacher.text_tokens,
-        token_weights(cfg, teacher.text_global, teacher.text_tokens, teacher.text_mask),
-    )
+    tok_text = token_loss(text_student, teacher.text_tokens, text_weights)
     glob = (global_loss(student.vision_global, teacher.vision_global)
             + global_loss(student.text_global, teacher.text_global))
+    fused = torch.zeros_like(glob)
+    if cfg.fused_tokens:
+        if student.fused_text_tokens is None:
+            raise ValueError(f"fused={cfg.fused!r} needs the student's fused text states")
+        fused_student = resample_sequence(student.fused_text_tokens, student.text_mask,
+                                          teacher.text_mask)
+        fused = fused + token_loss(fused_student, teacher.text_tokens, text_weights)
+    if cfg.fused_pooled:
+        if student.fused_global is None:
+            raise ValueError(f"fused={cfg.fused!r} needs the student's fused pooled state")
+        fused = fused + global_loss(student.fused_global, fused_global_target(teacher))
     w = confidence_weights(cfg, p_gold, batch).to(tok_vision.dtype)
-    per_instance = tok_vision + tok_text + glob
+    per_instance = tok_vision + tok_text + glob + fused
     return {
         "loss": (w * per_instance).mean(),
         "tok_vision": tok_vision.mean().detach(),
         "tok_text": tok_text.mean().detach(),
         "glob": glob.mean().detach(),
+        "fused": fused.mean().detach(),
         "weights": w.detach(),
     }

@@ -121,21 +121,25 @@ class HeadsConfig:
     teacher_text_dim: int = 0
     teacher_vision_global_dim: int = 0
     teacher_text_global_dim: int = 0
+    # MAD's projections of the fusion's states (fused-state distillation, distill/mad.py)
+    fused_projections: bool = False
     # width of the image-text contrastive space before fusion (pre-training's ITC)
     contrastive_dim: int = 64
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "vcr":
+            if f.name in ("vcr", "fused_projections"):
                 if not isinstance(value, bool):
-                    raise ValueError(f"HeadsConfig.vcr must be a bool, got {value!r}")
+                    raise ValueError(f"HeadsConfig.{f.name} must be a bool, got {value!r}")
             elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"HeadsConfig.{f.name} must be an integer >= 0, got {value!r}")
         if (self.teacher_vision_dim == 0) != (self.teacher_text_dim == 0):
             raise ValueError(
                 "HeadsConfig: set both teacher_vision_dim and teacher_text_dim, or neither"
             )
+        if self.fused_projections and not self.has_projections:
+            raise ValueError("HeadsConfig: fused_projections needs the teacher dims")
 
     @property
     def has_projections(self) -> bool:

@@ -76,6 +76,8 @@ class ProjectedFeatures:
     text_tokens: torch.Tensor  # [B, L, teacher_text_dim]
     vision_global: torch.Tensor  # [B, teacher_vision_global_dim]
     text_global: torch.Tensor  # [B, teacher_text_global_dim]
+    fused_text_tokens: torch.Tensor | None = None  # [B, L, teacher_text_dim]
+    fused_global: torch.Tensor | None = None  # [B, vision_global_dim + text_global_dim]
 
 
 class TeacherProjections(nn.Module):
@@ -84,6 +86,8 @@ class TeacherProjections(nn.Module):
     P_v / P_t map student token states onto teacher tokens (L_tok); P_gv / P_gt map pooled
     student states onto the teachers' global embeddings (L_glob). Global dims default to the
     token dims, which holds for the packaged teachers (1280 for EfficientNet-Lite0, 384 MiniLM).
+    With ``fused``, P_f maps the fusion's text states onto the text teacher's tokens and P_fg
+    its pooled state onto both teachers' global embeddings side by side.
     """
 
     def __init__(
@@ -93,12 +97,19 @@ class TeacherProjections(nn.Module):
         text_dim: int,
         vision_global_dim: int | None = None,
         text_global_dim: int | None = None,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         self.vision = nn.Linear(width, vision_dim)
         self.text = nn.Linear(width, text_dim)
         self.vision_global = nn.Linear(width, vision_global_dim or vision_dim)
         self.text_global = nn.Linear(width, text_global_dim or text_dim)
+        # registered last and only when used, so students without them initialise as before
+        self.fused_text = nn.Linear(width, text_dim) if fused else None
+        self.fused_global = (
+            nn.Linear(width, (vision_global_dim or vision_dim) + (text_global_dim or text_dim))
+            if fused else None
+        )
 
     def forward(
         self,
@@ -106,10 +117,17 @@ class TeacherProjections(nn.Module):
         text_tokens: torch.Tensor,
         vision_pooled: torch.Tensor,
         text_pooled: torch.Tensor,
+        fused_tokens: torch.Tensor | None = None,
+        fused_pooled: torch.Tensor | None = None,
     ) -> ProjectedFeatures:
+        if (fused_tokens is not None or fused_pooled is not None) and self.fused_text is None:
+            raise ValueError("these projections have no fused maps; build them with "
+                             "HeadsConfig(fused_projections=True)")
         return ProjectedFeatures(
             vision_tokens=self.vision(vision_tokens),
             text_tokens=self.text(text_tokens),
             vision_global=self.vision_global(vision_pooled),
             text_global=self.text_global(text_pooled),
+            fused_text_tokens=None if fused_tokens is None else self.fused_text(fused_tokens),
+            fused_global=None if fused_pooled is None else self.fused_global(fused_pooled),
         )

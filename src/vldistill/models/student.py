@@ -38,6 +38,7 @@ class Student(nn.Module):
                 h.teacher_text_dim,
                 h.teacher_vision_global_dim or None,
                 h.teacher_text_global_dim or None,
+                fused=h.fused_projections,
             )
             if h.has_projections
             else None

@@ -7,9 +7,11 @@
   student and fine-tune with MAD's losses, each ablation without one component.
 
 The teacher probe behind confidence weighting and adaptive lambda is fitted on the regime's
-training examples only. Evaluation uses the official metric on the source test split and the
-shifted test split, with chance level (VE, VCR) or the computed majority-answer baseline (VQA),
-and each test item's score beside metrics.json (``item_scores_path``) for paired comparisons.
+training examples only; AF measures the student on up to ``af_examples`` val examples (held
+out, never test). Evaluation uses the official metric on the source test split and the shifted
+test split, with chance level (VE, VCR) or the computed majority-answer baseline (VQA), and each
+test item's score beside metrics.json (``item_scores_path``) for paired comparisons; the val
+split's metric is written beside them (``val``, not a result row) for choices made on val.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from vldistill.train.tasks import (
     ITEM_SCHEMA,
     TaskData,
     build_task_data,
+    evaluate,
     evaluate_items,
+    gold_cross_entropy,
     init_head_from_prior,
     task_logits,
     task_loss,
@@ -100,7 +104,7 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
     mad_cfg = method_config(method, **mad)
     source, cfg, _ = load_checkpoint(start)
     tokenizer = Tokenizer(cfg.context_length)
-    splits = ("train", *EVAL_SPLITS)
+    splits = ("train", "val", *EVAL_SPLITS)
     bank = load_image_bank(root, [manifest_path(root, s, "images") for s in splits],
                            cfg.image_size)
     frames = {s: read_manifest(manifest_path(root, s, task), task) for s in splits}
@@ -109,6 +113,8 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
     if task == "vqa":
         vocab = answer_vocabulary(train_frame["answers"].to_list())
     data = build_task_data(task, train_frame, bank, tokenizer, answer_vocab=vocab)
+    val_data = (None if frames["val"].is_empty()
+                else build_task_data(task, frames["val"], bank, tokenizer, answer_vocab=vocab))
     log.info("%s / %s / %s: %d training examples (%d images) from %s", task, regime, method,
              len(data), train_frame["image_id"].n_unique(), start)
 
@@ -118,15 +124,16 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
         teachers = TeacherFeatures(vision_index, text_index)
         vision_dim, text_dim = teachers.dims
         heads = HeadsConfig(vqa_answers=len(vocab or []), teacher_vision_dim=vision_dim,
-                            teacher_text_dim=text_dim)
+                            teacher_text_dim=text_dim,
+                            fused_projections=mad_cfg.fused != "none")
     torch.manual_seed(seed)  # fresh heads and projections differ per fine-tuning seed
     model = create_student(cfg, heads)
     load_backbone(model, start)
     model.decoder.set_output_vocabulary(source.decoder.output_vocabulary())
     init_head_from_prior(model, data)
 
-    loss_fn, probe_info, schedule = _loss_fn(model, data, bank, mad_cfg, teachers, train_frame,
-                                             tokenizer, seed)
+    loss_fn, probe_info, schedule = _loss_fn(model, data, val_data, bank, mad_cfg, teachers,
+                                             train_frame, tokenizer, seed)
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
     state = state_path(out_path, {"task": task, "regime": regime, "method": method,
                                   "start": str(start), "training": training, "mad": mad,
@@ -152,11 +159,15 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
                 train_frame["answers"].to_list(), frames[split]["answers"].to_list(),
                 normalize_gt=True)["accuracy"]
         log.info("%s: %s", split, results[split])
+    val = evaluate(model, val_data, bank) if val_data is not None else None
     metrics = {
         "task": task, "regime": regime, "method": method, "seed": seed, "seeds": seeds,
         "n_train": len(data), "n_train_images": train_frame["image_id"].n_unique(),
         "start": Path(start).name, "results": results, "probe": probe_info,
         "final_train": {k: v for k, v in history[-1].items() if k != "step"},
+        "val": val,
+        "af": schedule.updates if schedule is not None else [],
+        "lambda": [h["lambda"] for h in history if "lambda" in h],
     }
     if item_scores_path is not None:
         write_item_scores(items, item_scores_path)
@@ -174,9 +185,21 @@ def write_item_scores(frames: list[pl.DataFrame], path: str | Path) -> None:
         table.write_parquet(tmp, statistics=False)
 
 
-def _loss_fn(model: Student, data: TaskData, bank, mad_cfg, teachers: TeacherFeatures | None,
-             frame: pl.DataFrame, tokenizer: Tokenizer, seed: int):
-    """The step's loss: the task loss, plus lambda(t) * MAD's distillation for teacher methods."""
+def held_out_rows(data: TaskData | None, limit: int, seed: int) -> torch.Tensor:
+    """A fixed seeded subset of up to ``limit`` val examples with a gold label in the vocabulary
+    (AF's held-out set; the same rows at every update)."""
+    if data is None:
+        return torch.empty(0, dtype=torch.long)
+    known = torch.nonzero(data.gold >= 0).squeeze(1)
+    order = torch.randperm(len(known), generator=torch.Generator().manual_seed(seed))
+    return known[order[:limit]].sort().values
+
+
+def _loss_fn(model: Student, data: TaskData, val_data: TaskData | None, bank, mad_cfg,
+             teachers: TeacherFeatures | None, frame: pl.DataFrame, tokenizer: Tokenizer,
+             seed: int):
+    """The step's loss: the task loss, plus lambda(t) * MAD's distillation for teacher methods;
+    with AF, lambda is updated from the student's held-out gold-label CE every af_every steps."""
     if mad_cfg is None:
         def task_only(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
             return {"loss": task_loss(task_logits(m, data, rows, images=bank), data, rows)}
@@ -184,21 +207,34 @@ def _loss_fn(model: Student, data: TaskData, bank, mad_cfg, teachers: TeacherFea
 
     p_gold, probe_loss = teacher_confidence(teachers, data, frame, seed)
     schedule = AdaptiveLambda(mad_cfg, probe_loss)
+    af_rows = held_out_rows(val_data, mad_cfg.af_examples, seed)
+    if mad_cfg.adaptive and len(af_rows) == 0:
+        raise ValueError("adaptive lambda needs held-out val examples with a known gold label; "
+                         "this dataset's val split has none (run mad-af, which keeps lambda "
+                         "constant)")
     primary_ids, primary_mask = tokenizer(data.primary_text)
-    info = {"out_of_fold_loss": probe_loss, "mean_p_gold": float(p_gold.mean())}
+    info = {"out_of_fold_loss": probe_loss, "mean_p_gold": float(p_gold.mean()),
+            "af_val_examples": len(af_rows)}
     log.info("teacher probe on the regime's training split: %s", info)
 
     def with_distillation(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        if schedule.due(step):
+            held_out, _ = gold_cross_entropy(m, val_data, bank, af_rows)
+            schedule.update(held_out, step)
         images = bank.at(data.image_rows[rows])
         vision = m.encode_image(images)
         task = task_loss(task_logits(m, data, rows, vision=vision), data, rows)
         ids, mask = trim_padding(primary_ids[rows], primary_mask[rows])
-        states = student_states(m, vision, m.encode_text(ids, mask), mask, teachers.grid)
+        text = m.encode_text(ids, mask)
+        # the fused target fuses the image with the distilled text (VCR's is the question)
+        fused = m.fuse(vision, text, mask) if mad_cfg.fused != "none" else None
+        states = student_states(m, vision, text, mask, teachers.grid, fused)
         targets = teachers.batch([data.image_ids[i] for i in rows.tolist()],
                                  [data.primary_text[i] for i in rows.tolist()])
         distill = distillation_loss(mad_cfg, states, targets, p_gold[rows])
-        lam = schedule(task.item())
+        lam = schedule.value
         return {"loss": task + lam * distill["loss"], "task": task.detach(),
-                "distill": distill["loss"].detach(), "lambda": torch.tensor(lam)}
+                "distill": distill["loss"].detach(), "fused": distill["fused"],
+                "lambda": torch.tensor(lam)}
 
     return with_distillation, info, schedule

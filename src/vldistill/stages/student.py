@@ -146,7 +146,8 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
             raise ValueError(f"task-agnostic variant {variant!r} needs the teacher features")
         teachers = TeacherFeatures(vision_index, text_index)
         vision_dim, text_dim = teachers.dims
-        heads = HeadsConfig(teacher_vision_dim=vision_dim, teacher_text_dim=text_dim)
+        heads = HeadsConfig(teacher_vision_dim=vision_dim, teacher_text_dim=text_dim,
+                            fused_projections=mad_cfg.fused != "none")
     torch.manual_seed(seed)  # the fresh projections' init must not depend on what ran before
     model = create_student(source.cfg, heads)
     load_backbone(model, pretrained)
@@ -161,13 +162,17 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
         out = pretrain_loss(m, corpus, bank, rows, goal, encoded=(vision, text))
         if mad_cfg is None:
             return out
-        states = student_states(m, vision, text, caption_batch(corpus, rows)[1], teachers.grid)
+        mask = caption_batch(corpus, rows)[1]
+        # the fused target: the fusion over each caption and its own image
+        fused = m.fuse(vision, text, mask) if mad_cfg.fused != "none" else None
+        states = student_states(m, vision, text, mask, teachers.grid, fused)
         targets = teachers.batch([image_ids[i] for i in rows.tolist()],
                                  [texts[i] for i in rows.tolist()])
         distilled = distillation_loss(mad_cfg, states, targets)
         return {**out, "loss": out["loss"] + mad_cfg.lambda0 * distilled["loss"],
                 "distill": distilled["loss"].detach(), "tok_vision": distilled["tok_vision"],
-                "tok_text": distilled["tok_text"], "glob": distilled["glob"]}
+                "tok_text": distilled["tok_text"], "glob": distilled["glob"],
+                "fused": distilled["fused"]}
 
     state = state_path(out_path, {"pretrained": str(pretrained), "variant": variant,
                                   "training": training, "distill": distill,

@@ -5,6 +5,8 @@ against the vision teacher's token grid and global embedding, the text encoder a
 teacher's token states and global embedding. The student level distilled is the one whose grid
 equals the teacher's (4x4 for EfficientNet-Lite0 at 128 px against the student's middle level at
 64 px); without an equal grid, the finest level, pooled or interpolated onto the teacher's grid.
+With fused-state distillation the fusion's outputs for the same (image, text) pairs are projected
+too, so the cross-modal encoder is distilled as well (distill/mad.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from vldistill.data.manifest import text_id
 from vldistill.distill.mad import DistillTargets, StudentStates
 from vldistill.features.store import FeatureStore
+from vldistill.models.fusion import FusedOutput
 from vldistill.models.student import Student
 from vldistill.models.text import TextOutput
 from vldistill.models.vision import VisionOutput
@@ -57,15 +60,21 @@ def distilled_level(vision: VisionOutput, teacher_grid: tuple[int, int]) -> int:
 
 
 def student_states(model: Student, vision: VisionOutput, text: TextOutput, mask: torch.Tensor,
-                   teacher_grid: tuple[int, int]) -> StudentStates:
-    """The student's tower states projected by P into the teachers' spaces."""
+                   teacher_grid: tuple[int, int],
+                   fused: FusedOutput | None = None) -> StudentStates:
+    """The student's tower states (and the fusion's, if given) projected by P into the
+    teachers' spaces."""
     if model.projections is None:
         raise ValueError("this student has no teacher projections; build it with the teacher "
                          "dims in HeadsConfig to distil")
     level = distilled_level(vision, teacher_grid)
-    projected = model.projections(vision.levels[level], text.tokens, vision.pooled, text.pooled)
+    projected = model.projections(
+        vision.levels[level], text.tokens, vision.pooled, text.pooled,
+        None if fused is None else fused.tokens, None if fused is None else fused.pooled,
+    )
     return StudentStates(
         vision_tokens=projected.vision_tokens, vision_grid=tuple(vision.grids[level]),
         vision_global=projected.vision_global,
         text_tokens=projected.text_tokens, text_mask=mask, text_global=projected.text_global,
+        fused_text_tokens=projected.fused_text_tokens, fused_global=projected.fused_global,
     )

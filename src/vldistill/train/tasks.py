@@ -1,7 +1,8 @@
 """The downstream tasks (VQA, visual entailment, VCR) as tensors, their losses and evaluation.
 
 ``build_task_data`` tokenises a task manifest once; ``task_logits`` scores a batch of its rows
-with the student; ``task_loss`` is the fine-tuning objective; ``evaluate`` reports each task's
+with the student; ``task_loss`` is the fine-tuning objective; ``gold_cross_entropy`` is the loss
+form the teacher probe is scored in (AF compares the two); ``evaluate`` reports each task's
 official metric, ``evaluate_items`` also each item's score. VCR items become two examples each,
 a Q->A one (question + answer_k) and a QA->R one (question + *gold* answer + rationale_k), as
 VCR's QA->R protocol gives the model the right answer; ``evaluate`` pairs them back by item id
@@ -246,6 +247,33 @@ def task_loss(logits: torch.Tensor, data: TaskData, rows: torch.Tensor) -> torch
         bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         return bce.sum(dim=1).mean()
     return F.cross_entropy(logits, targets)
+
+
+@torch.no_grad()
+def gold_cross_entropy(model: Student, data: TaskData, bank: ImageBank, rows: torch.Tensor,
+                       batch_size: int = 128) -> tuple[float, int]:
+    """Mean softmax cross-entropy of the gold class over ``rows``, and how many counted.
+
+    The loss form of the teacher probe's out-of-fold CE (distill/probe.py): VE the gold label,
+    VCR the gold candidate, VQA the most common gold answer under a softmax over the answer
+    vocabulary (questions whose answer is outside it are skipped, as the probe skips them), not
+    the per-answer BCE VQA trains with. Evaluated in eval mode; the mode is restored.
+    """
+    rows = rows[data.gold[rows] >= 0]
+    if len(rows) == 0:
+        return float("nan"), 0
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            logits = task_logits(model, data, chunk, bank).float()
+            gold = data.gold[chunk].to(logits.device)
+            total += float(F.cross_entropy(logits, gold, reduction="sum"))
+    finally:
+        model.train(was_training)
+    return total / len(rows), len(rows)
 
 
 @torch.no_grad()
