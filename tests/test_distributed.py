@@ -89,14 +89,14 @@ def test_a_training_rule_with_two_processes_runs_under_torchrun(tiny_run, tmp_pa
     """The rule's `processes` resource starts torchrun; rank 0 writes the outputs."""
     workdir = tmp_path / "tiny"
     shutil.copytree(tiny_run, workdir, ignore=shutil.ignore_patterns(".snakemake"))
-    single = json.loads((tiny_run / "models/tiny/student/pretrained.json").read_text())
+    single = json.loads((tiny_run / "models/tiny/student/seed-0/pretrained.json").read_text())
     result = snakemake(workdir, "--cores", "2", "--forcerun", "student_pretrain",
                        "--set-resources", "student_pretrain:processes=2",
-                       "--", "models/tiny/student/pretrained.json")
+                       "--", "models/tiny/student/seed-0/pretrained.json")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    log = (workdir / "logs/tiny/student/pretrain.log").read_text()
+    log = (workdir / "logs/tiny/student/seed-0/pretrain.log").read_text()
     assert "data-parallel over 2 processes (this is rank 1)" in log
-    double = json.loads((workdir / "models/tiny/student/pretrained.json").read_text())
+    double = json.loads((workdir / "models/tiny/student/seed-0/pretrained.json").read_text())
     assert double["steps"] == single["steps"]
     # same data, same global batches; the ITM negatives are drawn per rank, so close, not equal
     first = [h["loss"] for h in (single["history"][0], double["history"][0])]

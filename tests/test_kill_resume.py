@@ -155,7 +155,7 @@ def test_a_pipeline_killed_mid_training_completes_on_rerun_and_keeps_finished_ou
     override = tmp_path / "long-pretrain.yaml"
     override.write_text("pretrain:\n  training: {steps: 80, batch_size: 8, lr: 0.003, "
                         "warmup_steps: 1, checkpoint_every: 10}\n")
-    target = "models/tiny/student/pretrained.safetensors"
+    target = "models/tiny/student/seed-0/pretrained.safetensors"
 
     reference = copy_workflow(tmp_path / "reference")
     # (flags first: --configfile, which the helper passes first, takes every bare word after it)
@@ -168,7 +168,7 @@ def test_a_pipeline_killed_mid_training_completes_on_rerun_and_keeps_finished_ou
          "--configfile", "configs/tiny.yaml", str(override)],
         cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)  # its own process group: one signal reaches every job
-    states = lambda: list((killed / "models/tiny/student").glob(  # noqa: E731
+    states = lambda: list((killed / "models/tiny/student/seed-0").glob(  # noqa: E731
         ".pretrained.state-*.pt"))
     wait_for(lambda: any(saved_step(s) >= 10 for s in states()), what="a checkpoint")
     os.killpg(pipeline.pid, signal.SIGKILL)
@@ -183,7 +183,7 @@ def test_a_pipeline_killed_mid_training_completes_on_rerun_and_keeps_finished_ou
     rerun = snakemake(killed, "--cores", "2", "--rerun-incomplete", target,
                       "data/tiny/texts.parquet", overrides=(str(override),))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    log = (killed / "logs/tiny/student/pretrain.log").read_text()
+    log = (killed / "logs/tiny/student/seed-0/pretrain.log").read_text()
     assert f"resuming from step {killed_at} of 80" in log
     for path, (mtime, data) in finished.items():  # finished jobs were not run again
         assert path.stat().st_mtime_ns == mtime and path.read_bytes() == data, path

@@ -100,7 +100,8 @@ def test_finetune_results_exist_for_every_task_regime_and_method(tiny_run):
     report = (tiny_run / "results/tiny/finetune.md").read_text()
     assert "| reference | n |" in report and "(majority)" in report and "(chance)" in report
     rows = pl.read_csv(tiny_run / "results/tiny/finetune.csv")
-    assert len(rows) == 2 * 2 * 2 * (1 + 1 + 3)  # regimes x methods x splits x task metrics
+    # regimes x (methods + the text-only reference) x splits x task metrics
+    assert len(rows) == 2 * (2 + 1) * 2 * (1 + 1 + 3)
     ve = tiny_run / "models/tiny/ve"
     low = json.loads((ve / "lowshot-50/baseline/student-0/seed-0/metrics.json").read_text())
     full = json.loads((ve / "full/baseline/student-0/seed-0/metrics.json").read_text())
@@ -120,7 +121,8 @@ def test_another_seed_adds_only_its_own_finetuning_jobs(tiny_run):
     override = tiny_run / "configs" / "seeds.yaml"
     override.write_text("finetune:\n  seeds: [0, 1]\n")
     # 3 tasks x 2 regimes x 2 methods for seed 1; seed 0's results and the students stay
-    assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 12, "finetune_report": 1,
+    assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 12, "text_only": 6,
+                                                     "finetune_report": 1,
                                                      "effects": 1, "results_table": 1, "all": 1}
 
 
@@ -209,6 +211,8 @@ def test_a_forced_rerun_of_the_shards_gives_identical_bytes(tiny_run):
 def test_retrieval_results_for_fast_distilled_slow_and_every_k(tiny_run):
     results = tiny_run / "results/tiny/retrieval/seed-0"
     models = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
+    ridge = models.pop("teacher_ridge")  # the reference row: no model, no latency
+    assert ridge["t2i"]["n"] == 12
     assert set(models) == {"fast", "fast_distilled", "slow", "rerank_k1", "rerank_k4"}
     for result in models.values():
         # 8 test images x 2 captions, of which the config's max_queries: 12, the same for all
@@ -222,7 +226,8 @@ def test_retrieval_results_for_fast_distilled_slow_and_every_k(tiny_run):
     assert (tiny_run / "indexes/tiny/seed-0/fast_distilled.faiss").is_file()
 
     table = pl.read_csv(tiny_run / "results/tiny/retrieval.csv")
-    assert set(table["method"]) == set(models) | {"ceiling"}  # + the caption ceiling
+    # + the caption ceiling and the teachers' ridge reference
+    assert set(table["method"]) == set(models) | {"ceiling", "teacher_ridge"}
     slow_r1 = table.filter((pl.col("method") == "slow") & (pl.col("metric") == "t2i_R@1"))
     assert slow_r1["value"].item() == pytest.approx(models["slow"]["t2i"]["R@1"])
     assert slow_r1["reference"].item() == pytest.approx(100 / 8)  # chance: 1 of 8 images
@@ -238,8 +243,12 @@ def test_every_metrics_file_records_the_seeds_it_depends_on(tiny_run):
     assert len(metrics) > 20
     for path in metrics:
         seeds = json.loads(path.read_text())["seeds"]
-        stage = stage_of[path.relative_to(tiny_run).parts[2]]
-        # configs/tiny.yaml: seed 0 everywhere
+        parts = path.relative_to(tiny_run).parts
+        stage = stage_of[parts[2]]
+        # configs/tiny.yaml: seed 0 everywhere; the reference rows use no student
+        if "text_only" in parts or path.stem == "teacher_ridge":
+            assert seeds["data"] == 0, path
+            continue
         assert seeds["data"] == seeds["pretrain"] == seeds[stage] == 0, path
 
 

@@ -43,7 +43,7 @@ def test_the_tiny_coco_runs_through_every_stage(coco_run):
     vqa = table.filter(pl.col("task") == "vqa")
     # no shifted test set in this dataset: only the source test split is evaluated
     assert set(vqa["split"]) == {"test"} and (vqa["n"] > 0).all()
-    assert set(vqa["method"]) == {"baseline", "mad"}
+    assert set(vqa["method"]) == {"baseline", "mad", "text_only"}  # + the reference row
     models = set(table.filter(pl.col("task") == "retrieval")["method"])
     assert {"fast", "fast_distilled", "slow", "rerank_k1", "rerank_k4"} <= models
     index = json.loads((workdir / "features/tiny-coco/vision-open_clip/index.json").read_text())
