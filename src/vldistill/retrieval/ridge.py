@@ -55,7 +55,8 @@ def fit_ridge(texts: torch.Tensor, images: torch.Tensor, direction: str,
     x, y = (t, v) if direction == "text_to_image" else (v, t)
     gram = x.T @ x
     scale = gram.trace() / len(gram)
-    w = torch.linalg.solve(gram + lam * scale * torch.eye(len(gram), dtype=gram.dtype), x.T @ y)
+    identity = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    w = torch.linalg.solve(gram + lam * scale * identity, x.T @ y)
     return RidgeMap(direction, lam, w, text_mean, image_mean)
 
 

@@ -14,7 +14,7 @@ each, so the loss's prior sits at even odds and a constant answer gains nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from vldistill.data.images import ImageBank
 from vldistill.data.truth import CaptionTruth
+from vldistill.models.config import _from_dict
 from vldistill.models.heads import itm_score
 from vldistill.models.student import Student
 from vldistill.models.text import TextOutput
@@ -40,12 +41,7 @@ class PretrainObjective:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PretrainObjective:
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ValueError(f"unknown pretrain.objective key(s) {unknown}; valid keys: "
-                             f"{sorted(valid)}")
-        return cls(**d)
+        return _from_dict(cls, d)
 
 
 @dataclass
