@@ -159,12 +159,14 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
 
     def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         vision, text = encode_captions(m, corpus, bank, rows)
-        out = pretrain_loss(m, corpus, bank, rows, goal, encoded=(vision, text))
+        mask = caption_batch(corpus, rows)[1]
+        # the fusion over each caption and its own image: ITM's positives and the fused target
+        fused = m.fuse(vision, text, mask)
+        out = pretrain_loss(m, corpus, bank, rows, goal, encoded=(vision, text), fused=fused)
         if mad_cfg is None:
             return out
-        mask = caption_batch(corpus, rows)[1]
-        # the fused target: the fusion over each caption and its own image
-        fused = m.fuse(vision, text, mask) if mad_cfg.fused != "none" else None
+        if mad_cfg.fused == "none":
+            fused = None
         states = student_states(m, vision, text, mask, teachers.grid, fused)
         targets = teachers.batch([image_ids[i] for i in rows.tolist()],
                                  [texts[i] for i in rows.tolist()])

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from vldistill.data.images import ImageBank
 from vldistill.data.truth import CaptionTruth
 from vldistill.models.config import _from_dict
+from vldistill.models.fusion import FusedOutput
 from vldistill.models.heads import itm_score
 from vldistill.models.student import Student
 from vldistill.models.text import TextOutput
@@ -132,8 +133,9 @@ def sample_false(similarity: torch.Tensor, positives: torch.Tensor
 def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: torch.Tensor,
                   objective: PretrainObjective | None = None,
                   encoded: tuple[VisionOutput, TextOutput] | None = None,
-                  ) -> dict[str, torch.Tensor]:
-    """ITC + ITM + captioning of a batch; ``encoded`` reuses encodings another loss made."""
+                  fused: FusedOutput | None = None) -> dict[str, torch.Tensor]:
+    """ITC + ITM + captioning of a batch; ``encoded`` reuses encodings, ``fused`` the fusion of
+    the batch's own (image, caption) pairs, that another loss already made."""
     obj = objective or PretrainObjective()
     vision, text = encoded or encode_captions(model, corpus, bank, rows)
     ids, mask = caption_batch(corpus, rows)
@@ -150,8 +152,10 @@ def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: 
         return model.heads("itm", model.fuse(select_vision(vision, v_index),
                                              select_text(text, t_index), mask[t_index]).pooled)
 
-    everyone = torch.arange(len(rows), device=ids.device)
-    positive = itm_logits(everyone, everyone)
+    positive_labels = torch.ones(len(rows), dtype=torch.long, device=ids.device)
+    if fused is None:
+        fused = model.fuse(vision, text, mask)
+    positive = model.heads("itm", fused.pooled)
     images_n, captions_n = sample_false(similarity, true.T)  # a false caption per image
     captions_m, images_m = sample_false(similarity.T, true)  # a false image per caption
     negatives = [itm_logits(images_n, captions_n), itm_logits(images_m, captions_m)]
@@ -161,7 +165,7 @@ def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: 
                                          negative_mask).pooled)
     negatives.append(hard[has_negative])
     negative = torch.cat(negatives)
-    itm = 0.5 * (F.cross_entropy(positive, torch.ones_like(everyone))
+    itm = 0.5 * (F.cross_entropy(positive, positive_labels)
                  + F.cross_entropy(negative, torch.zeros(len(negative), dtype=torch.long,
                                                          device=ids.device)))
     with torch.no_grad():
