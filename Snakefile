@@ -56,3 +56,12 @@ rule all:
             modality=["vision", "text"],
             teacher=[teacher_name("vision"), teacher_name("text")],
         ),
+
+
+# Code edits re-run what they change. Snakemake's code trigger sees a rule's script but not the
+# src/ modules it imports, so each scripted rule also carries a hash of those modules as a param
+# (src/vldistill/code_version.py); the params trigger then re-runs exactly the rules whose code
+# changed. Kept last: it must see every rule defined above.
+for _rule in workflow.rules:
+    if _rule.script is not None:
+        _rule.set_params(code=code_hash(Path(workflow.basedir) / "scripts" / Path(_rule.script).name))

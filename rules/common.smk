@@ -1,12 +1,14 @@
 # Shared by every stage: config validation, names of things, small helpers.
 
+from pathlib import Path
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from vldistill.code_version import code_hash
 from vldistill.config import check_config, load_schema
 from vldistill.data.manifest import SPLITS, TABLES, TASKS
-from vldistill.distill.agnostic import AGNOSTIC_START, AGNOSTIC_VARIANTS
-from vldistill.distill.mad import METHODS
+from vldistill.distill.methods import AGNOSTIC_START, AGNOSTIC_VARIANTS, METHODS
 
 SCHEMA = "../schemas/config.schema.yaml"
 

@@ -59,6 +59,17 @@ PLOTS = [*(["lowshot"] if FINETUNE["tasks"] else []),
          *(["recall_vs_k", "accuracy_vs_latency"] if RETRIEVAL else [])]
 
 
+BUILT_FROM = {
+    "dataset": DATASET,
+    "source": config["dataset"]["source"],
+    "student_seeds": STUDENT_SEEDS,
+    **({"tasks": FINETUNE["tasks"], "regimes": FINETUNE["regimes"],
+        "methods": FINETUNE["methods"], "seeds": FINETUNE["seeds"]} if FINETUNE["tasks"] else
+       {"tasks": []}),
+    "retrieval": {"seeds": RETRIEVAL_SEEDS, "split": GALLERY_SPLIT} if RETRIEVAL else "off",
+}
+
+
 rule results_table:
     """The results table (long CSV, paper-style Markdown, metrics.json for DVC) and its plots."""
     input:
@@ -74,6 +85,11 @@ rule results_table:
         metrics="results/metrics.json",
         plots=[report(f"results/plots/{name}.png", caption=f"../report/{name}.rst",
                       category="Plots") for name in PLOTS],
+    params:
+        # What the table was built from, stated in table.md; as a param, a config switch
+        # (dataset, tasks, retrieval on/off, seeds) re-runs the table even where the gathered
+        # inputs happen to exist already.
+        built_from=BUILT_FROM,
     log:
         "logs/report/table.log",
     benchmark:

@@ -41,10 +41,22 @@ def snakemake(
     )
 
 
+def main_command() -> list[str]:
+    """What `make results` runs (the README's main command), on this machine's 2 cores."""
+    from readme_commands import make_recipe
+
+    (command,) = make_recipe(REPO / "Makefile", "results", CORES="2")
+    return command
+
+
 @pytest.fixture(scope="session")
 def tiny_run(repo, tmp_path_factory):
-    """The whole DAG on configs/tiny.yaml, run once per session through the Snakemake CLI."""
+    """The README's main command on configs/tiny.yaml, run once per session."""
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny"))
-    result = snakemake(workdir, "--cores", "2")
+    program, *args = main_command()
+    assert program == "snakemake"
+    result = subprocess.run(
+        [sys.executable, "-m", program, *args, "--configfile", "configs/tiny.yaml"],
+        cwd=workdir, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return workdir

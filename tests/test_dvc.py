@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import WORKFLOW_FILES, copy_workflow
+from readme_commands import Command, commands, make_recipe
 from snakemake.utils import update_config
 
 PROJECT_FILES = (*WORKFLOW_FILES, "src", "dvc.yaml", ".gitignore", ".dvcignore", "Makefile")
@@ -28,19 +29,6 @@ def run(cwd: Path, *command: str) -> str:
     return result.stdout + result.stderr
 
 
-def make_recipe(makefile: Path, target: str) -> list[list[str]]:
-    """The commands of a Makefile target, with $(BIN)/ and $(SNAKEMAKE_ARGS) resolved."""
-    lines = makefile.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
-    recipe = []
-    for line in lines[start + 1:]:
-        if not line.startswith("\t"):
-            break
-        command = line.strip().replace("$(BIN)/", "").replace("$(SNAKEMAKE_ARGS)", "")
-        recipe.append(command.split())
-    return recipe
-
-
 @pytest.fixture(scope="module")
 def project(repo, tmp_path_factory) -> Path:
     """A git + DVC project of this repository whose config.yaml is the tiny config."""
@@ -51,30 +39,45 @@ def project(repo, tmp_path_factory) -> Path:
     run(root, "git", "init", "-q")
     run(root, "dvc", "init", "-q")
     run(root, "dvc", "config", "core.analytics", "false")
-    run(root, "dvc", "remote", "add", "-d", "store", str(root.parent / "remote"))
+    # the README's `dvc remote add`, pointed at a local folder
+    run(root, *readme_dvc_commands(repo)[0].argv[:-1], str(root.parent / "remote"))
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "project")
     return root
 
 
+def readme_dvc_commands(repo: Path) -> list[Command]:
+    """The README's DVC block: remote add; repro, push, commit; then on a fresh clone make pull
+    and a dry run that must have nothing to do."""
+    everything = commands(repo / "README.md")
+    remote = next(c for c in everything if c.argv[:3] == ("dvc", "remote", "add"))
+    block = [c for c in everything if c.block == remote.block]
+    assert [c.argv[:2] for c in block] == [
+        ("dvc", "remote"), ("dvc", "repro"), ("dvc", "push"), ("git", "add"), ("git", "commit"),
+        ("make", "pull"), ("snakemake", "-n")], "the README's DVC block changed: update this test"
+    return block
+
+
 @pytest.mark.slow
-def test_dvc_repro_rebuilds_the_snakemake_table_and_pull_round_trips(project, tiny_run):
+def test_dvc_repro_rebuilds_the_snakemake_table_and_pull_round_trips(repo, project, tiny_run):
+    """The README's DVC commands, run as written (the remote a local folder)."""
+    _, repro, push, add, commit, pull, dry = readme_dvc_commands(repo)
     built = project.parent / "built"
     run(project.parent, "git", "clone", "-q", str(project), str(built))
-    run(built, "dvc", "repro")
+    run(built, *repro.argv)
     # two clean runs of the same config and seeds (this one and the session's Snakemake run):
     # the results table is bit-identical (timings live in timings.csv)
     assert (built / "results/table.csv").read_bytes() == \
         (tiny_run / "results/table.csv").read_bytes()
     assert "Data and pipelines are up to date" in run(built, "dvc", "status")
     assert re.search(r"metrics\.json", run(built, "dvc", "metrics", "show"))
+    for command in (push, add, commit):
+        run(built, *command.argv)
 
-    run(built, "dvc", "push")
-    run(built, "git", "add", "-A")
-    run(built, "git", "commit", "-qm", "artifacts")
     fresh = project.parent / "fresh"
     run(project.parent, "git", "clone", "-q", str(built), str(fresh))
     assert not any((fresh / name).exists() for name in ARTIFACTS)
+    assert pull.argv == ("make", "pull")
     for command in make_recipe(fresh / "Makefile", "pull"):  # what `make pull` runs
         run(fresh, *command)
 
@@ -84,6 +87,6 @@ def test_dvc_repro_rebuilds_the_snakemake_table_and_pull_round_trips(project, ti
                                if p.is_file()), name
         for path in files:
             assert (fresh / path).read_bytes() == (built / path).read_bytes(), path
-    dry = run(fresh, "snakemake", "-n", "results/table.csv")
-    assert "Nothing to be done" in dry, dry
-
+    assert dry.expect == "Nothing to be done"
+    output = run(fresh, *dry.argv)
+    assert dry.expect in output, output

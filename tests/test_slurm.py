@@ -18,15 +18,11 @@ import polars as pl
 import pytest
 import yaml
 from conftest import copy_workflow, snakemake
+from readme_commands import commands
 
 REQUIRE = os.environ.get("VLDISTILL_REQUIRE_SLURM") == "1"
 MEM_CAP_MB = 6000  # each job's memory on the test node: three fit beside the submitting process
-# the status checks of a cluster without accounting (scripts/slurm_local.sh), polled often so a
-# ~30-job run takes minutes, not the default 40 s wait per job
-CLUSTER_ARGS = ("--slurm-status-command", "squeue",
-                "--slurm-init-seconds-before-status-checks", "2",
-                "--seconds-between-status-checks", "2",
-                "--slurm-keep-successful-logs", "--slurm-no-account")
+PROFILE = "profiles/slurm-cpu"  # the test's copy of profiles/slurm, written by the fixture
 
 
 def cluster_problem() -> str | None:
@@ -77,6 +73,18 @@ def comparable(table: Path) -> pl.DataFrame:
     return frame.sort(frame.columns)
 
 
+def readme_cluster_test_args(repo: Path) -> list[str]:
+    """The README's command for this test (Cluster section), as written there, less the tiny
+    config file the test helper adds itself. Its status-check flags suit a cluster without
+    accounting (scripts/slurm_local.sh), polled often so the run takes minutes, not the default
+    40 s wait per job; `--max-threads 2` keeps every job at the threads of the local run."""
+    command = next(c for c in commands(repo / "README.md", "snakemake") if PROFILE in c.argv)
+    args = list(command.argv[1:])
+    at = args.index("--configfile")
+    assert args[at + 1] == "configs/tiny.yaml", command
+    return args[:at] + args[at + 2:]
+
+
 @pytest.fixture(scope="module")
 def slurm_run(repo, tmp_path_factory):
     problem = cluster_problem()
@@ -86,11 +94,10 @@ def slurm_run(repo, tmp_path_factory):
         pytest.skip(f"{problem} (start one with scripts/slurm_local.sh start)")
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm"))
     profile = yaml.safe_load((repo / "profiles/slurm/config.yaml").read_text())
-    (workdir / "profiles/slurm-cpu").mkdir()
-    (workdir / "profiles/slurm-cpu/config.yaml").write_text(yaml.safe_dump(cpu_profile(profile)))
+    (workdir / PROFILE).mkdir()
+    (workdir / PROFILE / "config.yaml").write_text(yaml.safe_dump(cpu_profile(profile)))
     start = time.perf_counter()
-    result = snakemake(workdir, "--workflow-profile", "profiles/slurm-cpu", "--jobs", "4",
-                       "--max-threads", "2", *CLUSTER_ARGS)
+    result = snakemake(workdir, *readme_cluster_test_args(repo))
     seconds = time.perf_counter() - start
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]

@@ -12,14 +12,11 @@ student.
 
 from __future__ import annotations
 
-from vldistill.distill.mad import METHODS, MadConfig
+from vldistill.distill.mad import MadConfig
+from vldistill.distill.methods import AGNOSTIC_START, AGNOSTIC_VARIANTS
 
-AGNOSTIC_VARIANTS: tuple[str, ...] = ("plain", "mad", "mad-ts")
-AGNOSTIC_START: dict[str, str] = {
-    "baseline": "plain", "kd": "plain", "mad": "mad", "mad-ts": "mad-ts", "mad-cw": "mad",
-    "mad-af": "mad",
-}
-assert set(AGNOSTIC_START) == set(METHODS)
+__all__ = ["AF_KEYS", "AGNOSTIC_START", "AGNOSTIC_VARIANTS", "agnostic_config"]
+
 AF_KEYS: tuple[str, ...] = ("ema", "af_every", "af_examples")
 
 

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-METHODS: tuple[str, ...] = ("baseline", "kd", "mad", "mad-ts", "mad-cw", "mad-af")
+from vldistill.distill.methods import METHODS
+
 FUSED: tuple[str, ...] = ("none", "tokens", "pooled", "both")
 
 

@@ -12,7 +12,7 @@ the same config and seeds on the same machine kind, timings never are.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +134,21 @@ def retrieval_markdown(table: pl.DataFrame) -> list[str]:
     return out
 
 
-def markdown(table: pl.DataFrame, effect_rows: pl.DataFrame | None = None) -> str:
+def built_from_line(built_from: Mapping[str, Any]) -> str:
+    """One line saying which config the table was built from (dataset, tasks, seeds, ...)."""
+    parts = [f"{key} {', '.join(map(str, value)) if isinstance(value, list) else value}"
+             if not isinstance(value, Mapping) else
+             f"{key} ({'; '.join(f'{k} {v}' for k, v in value.items())})"
+             for key, value in built_from.items()]
+    return "Built from: " + "; ".join(parts) + "."
+
+
+def markdown(table: pl.DataFrame, effect_rows: pl.DataFrame | None = None,
+             built_from: Mapping[str, Any] | None = None) -> str:
     """The paper-style view; with ``effect_rows`` (results/effects.csv) a short Effects section
-    pointing to effects.md."""
-    return "\n".join(["# Results", "", *finetune_markdown(table), *retrieval_markdown(table),
+    pointing to effects.md; with ``built_from`` a line naming the config it was built from."""
+    head = ["# Results", "", *([built_from_line(built_from), ""] if built_from else [])]
+    return "\n".join([*head, *finetune_markdown(table), *retrieval_markdown(table),
                       *([] if effect_rows is None else effects.summary_lines(effect_rows))])
 
 
@@ -161,11 +172,13 @@ def write_table(summary_paths: Iterable[str | Path], *, csv_path: str | Path,
                 timings_path: str | Path, markdown_path: str | Path,
                 metrics_path: str | Path,
                 validation_paths: Iterable[str | Path] = (),
-                effects_path: str | Path | None = None) -> pl.DataFrame:
+                effects_path: str | Path | None = None,
+                built_from: Mapping[str, Any] | None = None) -> pl.DataFrame:
     """Write the table (quality metrics only, so the same config and seeds give the same bytes),
     the timings (same columns), the Markdown view of both and metrics.json (quality only, so
     ``dvc metrics diff`` shows results, not machine load). Returns the whole table.
-    ``effects_path``: results/effects.csv, summarised in the Markdown."""
+    ``effects_path``: results/effects.csv, summarised in the Markdown; ``built_from``: the
+    config the table was made for, stated in the Markdown."""
     table = build_table(summary_paths, validation_paths)
     quality, timings = table.filter(~is_timing()), table.filter(is_timing())
     with atomic_output(csv_path) as tmp:
@@ -174,7 +187,7 @@ def write_table(summary_paths: Iterable[str | Path], *, csv_path: str | Path,
         timings.write_csv(tmp)
     with atomic_output(markdown_path) as tmp:
         effect_rows = None if effects_path is None else effects.read_effects(effects_path)
-        Path(tmp).write_text(markdown(table, effect_rows))
+        Path(tmp).write_text(markdown(table, effect_rows, built_from))
     with atomic_output(metrics_path) as tmp:
         Path(tmp).write_text(json.dumps(metrics_json(quality), indent=1, sort_keys=True) + "\n")
     return table
