@@ -35,6 +35,8 @@ JobKey = tuple[str, tuple[str, ...]]  # (rule, outputs): unique within one DAG
 @dataclass(frozen=True)
 class Job:
     rule: str
+    snakefile: str  # the .smk file that defines the rule
+    script: str | None  # its script, relative to the workflow's directory
     params: tuple[str, ...]  # as Snakemake records them in the run's metadata
     inputs: frozenset[str]
     outputs_present: bool
@@ -66,7 +68,8 @@ def _workflow(workdir: Path, configfiles: list[Path], resources: dict | None) ->
 
 def build(workdir: Path, configfiles: list[Path], resources: dict | None = None) -> Dag:
     """The DAG of the default target under ``configfiles`` in ``workdir`` (a completed run)."""
-    with _workflow(Path(workdir).absolute(), configfiles, resources) as workflow:
+    workdir = Path(workdir).resolve()
+    with _workflow(workdir, configfiles, resources) as workflow:
         dag, persistence = workflow.dag, workflow.persistence
 
         def key(job) -> JobKey:
@@ -78,8 +81,12 @@ def build(workdir: Path, configfiles: list[Path], resources: dict | None = None)
             recorded = persistence._params(job)
             if len(recorded) != len(values) or UNREPRESENTABLE in recorded:
                 unrepresentable.append(key(job))
+            script = job.rule.script
             jobs[key(job)] = Job(
-                rule=job.rule.name, params=tuple(recorded),
+                rule=job.rule.name,
+                snakefile=Path(str(job.rule.snakefile)).resolve().relative_to(workdir).as_posix(),
+                script=None if script is None else f"scripts/{Path(script).name}",
+                params=tuple(recorded),
                 inputs=frozenset(map(str, job.input)),
                 outputs_present=all((workdir / str(f)).exists() for f in job.output),
                 dependencies=frozenset(key(d) for d in dag.dependencies[job]))
