@@ -1,5 +1,5 @@
-"""The shell commands the README tells a user to run, read from its fenced code blocks, so the
-tests run what the documentation says instead of a copy of it that could drift."""
+"""The shell commands the README and docs/ tell a user to run, read from their fenced code
+blocks, so the tests run what the documentation says instead of a copy of it that could drift."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ PROGRAMS = ("snakemake", "make", "dvc", "git")
 class Command:
     argv: tuple[str, ...]
     expect: str | None  # the README's "# -> ..." promise about the output, if any
-    line: int  # where it is in README.md, for messages
+    source: str  # the documentation file it is in, for messages
+    line: int  # where it is in that file
     block: int  # the first line of its code block: commands shown together
 
     @property
@@ -40,11 +41,23 @@ def code_blocks(text: str) -> list[tuple[int, list[str]]]:
     return blocks
 
 
-def commands(readme: Path, program: str | None = None) -> list[Command]:
-    """Every command line of the README's shell blocks (continuations joined, ``&&`` chains
-    split, trailing comments dropped), optionally only those of one ``program``."""
+def documentation(repo: Path) -> list[Path]:
+    """README.md first, then every page under docs/."""
+    return [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+
+
+def commands(repo: Path, program: str | None = None) -> list[Command]:
+    """Every command line of the documentation's shell blocks (continuations joined, ``&&``
+    chains split, trailing comments dropped), optionally only those of one ``program``."""
     found = []
-    for start, lines in code_blocks(readme.read_text()):
+    for page in documentation(repo):
+        found += _page_commands(page, page.relative_to(repo).as_posix())
+    return [c for c in found if program is None or c.program == program]
+
+
+def _page_commands(page: Path, source: str) -> list[Command]:
+    found = []
+    for start, lines in code_blocks(page.read_text()):
         joined, first = "", None
         for offset, line in enumerate(lines):
             first = start + offset if first is None else first
@@ -56,9 +69,10 @@ def commands(readme: Path, program: str | None = None) -> list[Command]:
             expect = comment.strip()[2:].strip() if comment.strip().startswith("->") else None
             for part in code.split("&&"):
                 if part.split()[:1] and part.split()[0] in PROGRAMS:  # not output or YAML
-                    found.append(Command(tuple(shlex.split(part)), expect, first, start))
+                    found.append(Command(tuple(shlex.split(part)), expect, source, first,
+                                         start))
             joined, first = "", None
-    return [c for c in found if program is None or c.program == program]
+    return found
 
 
 def make_recipe(makefile: Path, target: str, **variables: str) -> list[list[str]]:

@@ -47,11 +47,11 @@ def project(repo, tmp_path_factory) -> Path:
 
 
 def readme_dvc_commands(repo: Path) -> list[Command]:
-    """The README's DVC block: remote add; repro, push, commit; then on a fresh clone make pull
-    and a dry run that must have nothing to do."""
-    everything = commands(repo / "README.md")
+    """The documentation's DVC block: remote add; repro, push, commit; then on a fresh clone
+    make pull and a dry run that must have nothing to do."""
+    everything = commands(repo)
     remote = next(c for c in everything if c.argv[:3] == ("dvc", "remote", "add"))
-    block = [c for c in everything if c.block == remote.block]
+    block = [c for c in everything if (c.source, c.block) == (remote.source, remote.block)]
     assert [c.argv[:2] for c in block] == [
         ("dvc", "remote"), ("dvc", "repro"), ("dvc", "push"), ("git", "add"), ("git", "commit"),
         ("make", "pull"), ("snakemake", "-n")], "the README's DVC block changed: update this test"

@@ -1,4 +1,4 @@
-"""Every command the README tells a user to run, read from the README itself, is checked: the
+"""Every command the README and docs/ tell a user to run, read from their text, is checked: the
 make targets exist and do what the README says, each Snakemake command plans on a fresh copy
 of the workflow (a dry run), and the commands a dry run proves nothing about run elsewhere on
 the tiny config (the main command: conftest's tiny_run; DVC: test_dvc; SLURM: test_slurm)."""
@@ -19,11 +19,11 @@ README_ELSEWHERE = {  # commands a dry run cannot check, and the test that runs 
 
 
 def readme_commands(repo: Path, program: str) -> list:
-    return commands(repo / "README.md", program)
+    return commands(repo, program)
 
 
 def test_the_readme_names_its_two_commands_and_the_makefile_has_them(repo):
-    targets = [c.argv[1] for c in readme_commands(repo, "make")]
+    targets = [c.argv[1] for c in readme_commands(repo, "make") if c.source == "README.md"]
     assert targets[:2] == ["results", "test"], targets  # the front door: main job, then tests
     makefile = (repo / "Makefile").read_text()
     for target in targets:
@@ -44,7 +44,7 @@ def dry_runnable(repo: Path) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", dry_runnable(REPO), ids=lambda c: f"README-line-{c.line}")
+@pytest.mark.parametrize("command", dry_runnable(REPO), ids=lambda c: f"{c.source}:{c.line}")
 def test_each_snakemake_command_in_the_readme_plans_on_a_fresh_copy(repo, tmp_path, command):
     workdir = copy_workflow(tmp_path / "workflow")
     env = dict(os.environ)
@@ -59,5 +59,6 @@ def test_each_snakemake_command_in_the_readme_plans_on_a_fresh_copy(repo, tmp_pa
     result = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True,
                             timeout=600)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, f"README line {command.line}: {command.argv}\n{output[-3000:]}"
+    assert result.returncode == 0, f"{command.source}:{command.line}: {command.argv}\n" \
+        + output[-3000:]
     assert "Job stats" in output or "Nothing to be done" in output, output[-2000:]

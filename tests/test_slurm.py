@@ -74,11 +74,11 @@ def comparable(table: Path) -> pl.DataFrame:
 
 
 def readme_cluster_test_args(repo: Path) -> list[str]:
-    """The README's command for this test (Cluster section), as written there, less the tiny
+    """The documented command for this test (the cluster page), as written there, less the tiny
     config file the test helper adds itself. Its status-check flags suit a cluster without
     accounting (scripts/slurm_local.sh), polled often so the run takes minutes, not the default
     40 s wait per job; `--max-threads 2` keeps every job at the threads of the local run."""
-    command = next(c for c in commands(repo / "README.md", "snakemake") if PROFILE in c.argv)
+    command = next(c for c in commands(repo, "snakemake") if PROFILE in c.argv)
     args = list(command.argv[1:])
     at = args.index("--configfile")
     assert args[at + 1] == "configs/tiny.yaml", command
