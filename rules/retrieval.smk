@@ -3,15 +3,18 @@
 # Every model, index and result lives under seed-{seed}/: one independent run per retrieval seed
 # (`retrieval.seeds`), all answering the same queries; the report aggregates over seeds.
 
+# The section is optional (absent: no retrieval, and no job of these rules exists); when present
+# the schema has filled its defaults, so it is read without fallbacks. Params that read it are
+# functions, evaluated only for the jobs that exist.
 RETRIEVAL = config.get("retrieval", {})
 FAST_MODELS = ["fast", "fast_distilled"]
-GALLERY_SPLIT = RETRIEVAL.get("split", "test")
+GALLERY_SPLIT = RETRIEVAL["split"] if RETRIEVAL else None
 # what every evaluation rule passes on: the gallery split and how many queries per image
 EVAL_PARAMS = {"split": GALLERY_SPLIT,
-               "captions_per_image": RETRIEVAL.get("captions_per_image", 1),
-               "max_queries": RETRIEVAL.get("max_queries")}
-RETRIEVAL_SEEDS = RETRIEVAL.get("seeds", [0])
-RERANK_FAST = RETRIEVAL.get("rerank", {}).get("fast", "fast_distilled")  # whose top-K Slow re-ranks
+               "captions_per_image": RETRIEVAL["captions_per_image"],
+               "max_queries": RETRIEVAL["max_queries"]} if RETRIEVAL else {}
+RETRIEVAL_SEEDS = RETRIEVAL["seeds"] if RETRIEVAL else []
+RERANK_FAST = RETRIEVAL["rerank"]["fast"] if RETRIEVAL else None  # whose top-K Slow re-ranks
 
 
 wildcard_constraints:
@@ -28,7 +31,7 @@ def student_start(init):
 
 
 def start_input(part):
-    start = student_start(RETRIEVAL[part].get("init", "mad"))
+    start = student_start(RETRIEVAL[part]["init"])
     return {"start": start} if start else {}
 
 
@@ -37,7 +40,7 @@ def caption_inputs(split):
             "images": MEDIA_DIR}
 
 
-VIDEO = config["student"].get("frames", 1) > 1
+VIDEO = config["student"]["frames"] > 1
 
 
 def retrieval_models():
@@ -55,7 +58,7 @@ def retrieval_results(dataset=DATASET):
 
 # the models whose per-query gold ranks the paired comparisons of rule effects read
 RANKED_MODELS = [*FAST_MODELS, "slow",
-                 *(f"rerank_k{k}" for k in RETRIEVAL.get("rerank", {}).get("ks", []))]
+                 *(f"rerank_k{k}" for k in (RETRIEVAL["rerank"]["ks"] if RETRIEVAL else []))]
 
 
 def ranked_results(suffix, dataset=DATASET):
@@ -75,7 +78,7 @@ rule retrieval_slow:
         model="models/{dataset}/retrieval/seed-{seed}/slow.safetensors",
         metrics="models/{dataset}/retrieval/seed-{seed}/slow.json",
     params:
-        slow=RETRIEVAL.get("slow"),
+        slow=lambda wc: RETRIEVAL["slow"],
         student=config["student"],
     threads: 2
     log:
@@ -102,9 +105,8 @@ rule retrieval_fast:
         model="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
         metrics="models/{dataset}/retrieval/seed-{seed}/{fast_model}.json",
     params:
-        fast=RETRIEVAL.get("fast"),
-        distill=lambda wc: RETRIEVAL.get("distill", {}) if wc.fast_model == "fast_distilled"
-        else None,
+        fast=lambda wc: RETRIEVAL["fast"],
+        distill=lambda wc: RETRIEVAL["distill"] if wc.fast_model == "fast_distilled" else None,
         student=config["student"],
     threads: 2
     log:
@@ -127,7 +129,7 @@ rule retrieval_index:
         index="indexes/{dataset}/seed-{seed}/{fast_model}.faiss",
         info="indexes/{dataset}/seed-{seed}/{fast_model}.json",
     params:
-        index=RETRIEVAL.get("index", {}),
+        index=lambda wc: RETRIEVAL["index"],
         split=GALLERY_SPLIT,
     log:
         "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.log",
@@ -219,7 +221,7 @@ rule retrieval_rerank:
         ranks="results/{dataset}/retrieval/seed-{seed}/rerank_k{k}.ranks.parquet",
     params:
         **EVAL_PARAMS,
-        beta=RETRIEVAL.get("rerank", {}).get("beta", 1.0),
+        beta=lambda wc: RETRIEVAL["rerank"]["beta"],
     log:
         "logs/{dataset}/retrieval/seed-{seed}/rerank_k{k}.log",
     benchmark:

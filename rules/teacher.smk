@@ -34,7 +34,7 @@ rule teacher_shard:
         # shards and splits change the inputs and outputs themselves
         features={k: v for k, v in config["features"].items() if k not in ("shards", "splits")},
         # clips: one cached item per sampled frame (the students' frames); text ignores it
-        frames=lambda wc: config["student"].get("frames", 1) if wc.modality == "vision" else 1,
+        frames=lambda wc: config["student"]["frames"] if wc.modality == "vision" else 1,
     threads: 2
     # on the critical path to every teacher method: schedule before the baselines
     priority: 10

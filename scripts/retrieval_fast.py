@@ -16,16 +16,16 @@ with rule_logging(smk.log[0], max(1, smk.threads // nproc)):
     if not relaunch(sys.argv[0], nproc):
         train_fast(
             root=Path("data") / smk.wildcards.dataset,
-            init=fast.get("init", "mad"),
+            init=fast["init"],
             start=smk.input.get("start"),
             student=smk.params.student,
-            embed_dim=fast.get("embed_dim", 64),
-            temperature=fast.get("temperature", 0.05),
+            embed_dim=fast["embed_dim"],
+            temperature=fast["temperature"],
             training=fast["training"],
             seed=int(smk.wildcards.seed),
             distill=smk.params.distill,
             slow_path=smk.input.get("slow"),
-            hard_negatives=fast.get("hard_negatives", False),
+            hard_negatives=fast["hard_negatives"],
             out_path=smk.output.model,
             metrics_path=smk.output.metrics,
         )

@@ -13,8 +13,8 @@ with rule_logging(smk.log[0], smk.threads):
         root=Path("data") / smk.wildcards.dataset,
         fast_path=smk.input.fast,
         split=smk.params.split,
-        factory=smk.params.index.get("factory", "Flat"),
-        nprobe=smk.params.index.get("nprobe"),
+        factory=smk.params.index["factory"],
+        nprobe=smk.params.index["nprobe"],
         out_path=smk.output.index,
     )
     write_json(info, smk.output.info)

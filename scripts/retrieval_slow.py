@@ -16,11 +16,11 @@ with rule_logging(smk.log[0], max(1, smk.threads // nproc)):
     if not relaunch(sys.argv[0], nproc):
         train_slow(
             root=Path("data") / smk.wildcards.dataset,
-            init=slow.get("init", "mad"),
+            init=slow["init"],
             start=smk.input.get("start"),
             student=smk.params.student,
-            progressive=slow.get("progressive", True),
-            directions=slow.get("directions", ["forward", "backward"]),
+            progressive=slow["progressive"],
+            directions=slow["directions"],
             training=slow["training"],
             seed=int(smk.wildcards.seed),
             out_path=smk.output.model,
