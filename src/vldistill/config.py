@@ -90,8 +90,8 @@ def semantic_errors(config: dict) -> list[str]:
     if source == "files":
         for key in ("sources", "image_roots"):
             if not config.get(key):
-                problems.append(f"{key}: required when dataset.source is 'files' (README, "
-                                "'Real datasets')")
+                problems.append(f"{key}: required when dataset.source is 'files' "
+                                "(docs/real-datasets.md)")
         roots = set(config.get("image_roots") or {})
         for i, source in enumerate(config.get("sources") or []):
             if source.get("images") not in roots:

@@ -1,4 +1,4 @@
-"""Multimodal Adaptive Distillation (MAD) losses, as this project formulates it (DESIGN.md).
+"""Multimodal Adaptive Distillation (MAD) losses, as this project formulates it (docs/design.md).
 
 Teacher tokens t_i with salience a_i, teacher global g; student states s_i, projections P:
 
@@ -7,7 +7,7 @@ Teacher tokens t_i with salience a_i, teacher global g; student states s_i, proj
 * L_tok = sum_{i in S} a_i (1 - cos(P s_i, t_i)) / sum_{i in S} a_i, per instance, for vision
   and text; student grids and sequences are first resampled onto the teacher's.
 * L_glob = 1 - cos(P s_cls, g), for the image and for the text (summed), in every distilling
-  method (it is part of L in DESIGN.md).
+  method (it is part of L in docs/design.md).
 * confidence weighting (CW): w = the teacher's probability of the gold label, normalised to mean 1
   over the batch; without CW, w = 1. A zero-confidence example contributes no distillation loss.
 * fused-state distillation (``fused``): the cross-modal encoder itself, not only the towers,

@@ -1,5 +1,5 @@
 """Effects: one method minus another on the same test items and seeds, with a bootstrap
-confidence interval (DESIGN.md, Evidence).
+confidence interval (docs/design.md, Evidence).
 
 The outcomes are per item: a fine-tuning job's item_scores.parquet (each test item's VQA
 accuracy, or 1 / 0 for a right / wrong VE label or VCR choice) and a retrieval model's

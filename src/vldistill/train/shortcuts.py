@@ -1,6 +1,6 @@
 """Shortcut detectors: how far each task's text alone goes, without the image.
 
-A method's number means something only by its distance from these rows (DESIGN.md, Grounding):
+A method's number means something only by its distance from these rows (docs/design.md, Grounding):
 
 * VE: a classifier over the hypothesis alone;
 * VQA: a question-only prior, the stronger on val of the most frequent training answer per
