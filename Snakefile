@@ -58,10 +58,14 @@ rule all:
         ),
 
 
-# Code edits re-run what they change. Snakemake's code trigger sees a rule's script but not the
-# src/ modules it imports, so each scripted rule also carries a hash of those modules as a param
-# (src/vldistill/code_version.py); the params trigger then re-runs exactly the rules whose code
-# changed. Kept last: it must see every rule defined above.
+# Set on every scripted rule in one place, kept last so it sees every rule defined above:
+# - code: Snakemake's code trigger sees a rule's script but not the src/ modules it imports, so
+#   each rule also carries a hash of those modules as a param (src/vldistill/code_version.py);
+#   the params trigger then re-runs exactly the rules whose code changed.
+# - conda: the software environment for `--sdm conda` (config `conda_env`: envs/cpu.yaml or
+#   envs/gpu.yaml); every rule runs in the same one, so it is chosen once, not per rule.
+CONDA_ENV = str(Path(workflow.basedir) / "envs" / f"{config['conda_env']}.yaml")
 for _rule in workflow.rules:
     if _rule.script is not None:
         _rule.set_params(code=code_hash(Path(workflow.basedir) / "scripts" / Path(_rule.script).name))
+        _rule.conda_env = CONDA_ENV

@@ -1,20 +1,6 @@
 # Stage 1: the dataset. Every source ends in the same manifests (src/vldistill/data/manifest.py).
 
 
-SOURCE = config["dataset"]["source"]
-
-
-def raw_inputs(wildcards):
-    """What a real dataset is read from: every download (extracted when asked) and every
-    hand-placed folder's check, so the data rule runs after them."""
-    downloads = config.get("downloads") or {}
-    return [
-        *(f"data/{wildcards.dataset}/raw/{name}" + (".d" if entry.get("extract") else "")
-          for name, entry in downloads.items()),
-        *(f"data/{wildcards.dataset}/raw/{name}.placed.json" for name in config.get("manual") or {}),
-    ]
-
-
 if SOURCE == "files":
 
     rule data_files:

@@ -2,25 +2,7 @@
 # gated data the user places by hand (config `manual`). Without those keys nothing here is in the
 # DAG. Logic: src/vldistill/data/download.py.
 
-import re
 
-DOWNLOADS = config.get("downloads") or {}
-MANUAL = config.get("manual") or {}
-
-
-def _names_pattern(names):
-    # exact names only, so the three rules' outputs can never be mistaken for one another;
-    # "(?!)" matches nothing when the config lists none
-    return "|".join(re.escape(name) for name in sorted(names)) or "(?!)"
-
-
-# Each entry owns one path under data/<dataset>/raw/; two owning the same path is a config error.
-_RAW_OUTPUTS = [
-    *DOWNLOADS,
-    *(f"{name}.d" for name, entry in DOWNLOADS.items() if entry.get("extract")),
-    *(f"{name}.placed.json" for name in MANUAL),
-]
-_CLASHES = sorted({path for path in _RAW_OUTPUTS if _RAW_OUTPUTS.count(path) > 1})
 if _CLASHES:
     raise WorkflowError(
         f"downloads/manual: these names would write the same path under data/<dataset>/raw/: "

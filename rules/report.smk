@@ -47,29 +47,6 @@ rule effects:
         "../scripts/effects.py"
 
 
-def table_summaries(dataset=DATASET):
-    """The seed summaries the results table gathers: fine-tuning, and retrieval when enabled."""
-    summaries = [f"results/{dataset}/finetune_summary.csv"] if FINETUNE["tasks"] else []
-    if RETRIEVAL:
-        summaries.append(f"results/{dataset}/retrieval_summary.csv")
-    return summaries
-
-
-PLOTS = [*(["lowshot"] if FINETUNE["tasks"] else []),
-         *(["recall_vs_k", "accuracy_vs_latency"] if RETRIEVAL else [])]
-
-
-BUILT_FROM = {
-    "dataset": DATASET,
-    "source": config["dataset"]["source"],
-    "student_seeds": STUDENT_SEEDS,
-    **({"tasks": FINETUNE["tasks"], "regimes": FINETUNE["regimes"],
-        "methods": FINETUNE["methods"], "seeds": FINETUNE["seeds"]} if FINETUNE["tasks"] else
-       {"tasks": []}),
-    "retrieval": {"seeds": RETRIEVAL_SEEDS, "split": GALLERY_SPLIT} if RETRIEVAL else "off",
-}
-
-
 rule results_table:
     """The results table (long CSV, paper-style Markdown, metrics.json for DVC) and its plots."""
     input:

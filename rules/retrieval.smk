@@ -3,71 +3,14 @@
 # Every model, index and result lives under seed-{seed}/: one independent run per retrieval seed
 # (`retrieval.seeds`), all answering the same queries; the report aggregates over seeds.
 
-# The section is optional (absent: no retrieval, and no job of these rules exists); when present
-# the schema has filled its defaults, so it is read without fallbacks. Params that read it are
+# The section is optional: absent, no job of these rules exists. Params that read it are
 # functions, evaluated only for the jobs that exist.
-RETRIEVAL = config.get("retrieval", {})
-FAST_MODELS = ["fast", "fast_distilled"]
-GALLERY_SPLIT = RETRIEVAL["split"] if RETRIEVAL else None
-# what every evaluation rule passes on: the gallery split and how many queries per image
-EVAL_PARAMS = {"split": GALLERY_SPLIT,
-               "captions_per_image": RETRIEVAL["captions_per_image"],
-               "max_queries": RETRIEVAL["max_queries"]} if RETRIEVAL else {}
-RETRIEVAL_SEEDS = RETRIEVAL["seeds"] if RETRIEVAL else []
-RERANK_FAST = RETRIEVAL["rerank"]["fast"] if RETRIEVAL else None  # whose top-K Slow re-ranks
 
 
 wildcard_constraints:
     fast_model="fast|fast_distilled",
     k=r"\d+",
     seed=r"\d+",
-
-
-def student_start(init):
-    """The student a retrieval model starts from (the first student seed's); None = scratch."""
-    if init == "scratch":
-        return None
-    return student_path(init if init == "pretrained" else "mad", STUDENT_SEEDS[0])
-
-
-def start_input(part):
-    start = student_start(RETRIEVAL[part]["init"])
-    return {"start": start} if start else {}
-
-
-def caption_inputs(split):
-    return {"manifests": manifests(tables=["images", "captions"], splits=[split]),
-            "images": MEDIA_DIR}
-
-
-VIDEO = config["student"]["frames"] > 1
-
-
-def retrieval_models():
-    """Every evaluated retrieval model: both Fast models, Slow and one re-ranker per K; on video
-    also Fast and Slow shown one frame per clip (the single-frame baseline); on images the
-    teachers' ridge reference (rules/shortcuts.smk)."""
-    return [*FAST_MODELS, "slow", *(f"rerank_k{k}" for k in RETRIEVAL["rerank"]["ks"]),
-            *(["fast_1frame", "slow_1frame"] if VIDEO else ["teacher_ridge"])]
-
-
-def retrieval_results(dataset=DATASET):
-    return expand("results/{dataset}/retrieval/seed-{seed}/{model}.json", dataset=dataset,
-                  seed=RETRIEVAL_SEEDS, model=retrieval_models())
-
-
-# the models whose per-query gold ranks the paired comparisons of rule effects read
-RANKED_MODELS = [*FAST_MODELS, "slow",
-                 *(f"rerank_k{k}" for k in (RETRIEVAL["rerank"]["ks"] if RETRIEVAL else []))]
-
-
-def ranked_results(suffix, dataset=DATASET):
-    """Each ranked model's result JSON (``suffix`` ".json") or per-query gold ranks
-    (".ranks.parquet") for every seed; the same order for either suffix."""
-    if not RETRIEVAL:
-        return []
-    return expand("results/{dataset}/retrieval/seed-{seed}/{model}" + suffix, dataset=dataset,
-                  seed=RETRIEVAL_SEEDS, model=RANKED_MODELS)
 
 
 rule retrieval_slow:

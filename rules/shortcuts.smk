@@ -2,18 +2,6 @@
 # trained on the same regime and seed as the fine-tuning jobs, evaluated on the same splits), and
 # what the teachers' own embeddings retrieve through a ridge map (no student).
 
-REFERENCE_EVAL_SPLITS = ["test", "test_shifted"]  # the fine-tuning jobs' evaluation splits
-
-
-def text_only_metrics(dataset=DATASET):
-    return expand(
-        "models/{dataset}/{task}/{regime}/text_only/seed-{seed}/metrics.json",
-        dataset=dataset,
-        task=FINETUNE["tasks"],
-        regime=FINETUNE["regimes"],
-        seed=FINETUNE["seeds"],
-    )
-
 
 rule text_only:
     """The task's text-only model (VE: hypothesis; VQA: question; VCR: each candidate alone)."""

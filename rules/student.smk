@@ -2,22 +2,10 @@
 # (distill/agnostic.py): one per variant, all at the MAD stage's budget. Each student seed
 # (pretrain.seeds) is its own chain, so the variance the task-agnostic stages add is measured.
 
-STUDENT_SEEDS = config["pretrain"]["seeds"]
-
 
 wildcard_constraints:
     sseed=r"\d+",
     variant="|".join(AGNOSTIC_VARIANTS),
-
-
-def teacher_index(modality):
-    return f"features/{{dataset}}/{modality}-{teacher_name(modality)}/index.parquet"
-
-
-def student_path(variant, sseed="{sseed}"):
-    """A task-agnostic student's checkpoint ("pretrained" for the pre-trained one)."""
-    name = "pretrained" if variant == "pretrained" else f"agnostic-{variant}"
-    return f"models/{{dataset}}/student/seed-{sseed}/{name}.safetensors"
 
 
 rule student_pretrain:
@@ -45,14 +33,6 @@ rule student_pretrain:
         runtime=240,
     script:
         "../scripts/student_pretrain.py"
-
-
-def agnostic_inputs(wildcards):
-    inputs = {"pretrained": student_path("pretrained", wildcards.sseed)}
-    if wildcards.variant != "plain":
-        inputs["vision"] = teacher_index("vision")
-        inputs["text"] = teacher_index("text")
-    return inputs
 
 
 rule student_task_agnostic:

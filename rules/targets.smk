@@ -2,10 +2,6 @@
 # Snakemake for its folder; Snakemake decides which jobs that needs).
 
 
-def dataset_path(pattern):
-    return pattern.format(dataset=DATASET)
-
-
 rule data_all:
     """data/<dataset>/: manifests, images and the teachers' text corpus."""
     input:

@@ -2,26 +2,6 @@
 # killed shard re-runs alone (and resumes from its finished chunks); gather: one index per cache.
 
 
-def teacher_items(wildcards):
-    if wildcards.modality == "vision":
-        return {
-            "manifests": manifests(tables=["images"], splits=FEATURE_SPLITS),
-            "images": MEDIA_DIR,
-        }
-    return {"corpus": "data/{dataset}/texts.parquet"}
-
-
-def shard_files(wildcards, pattern):
-    return expand(
-        pattern,
-        dataset=wildcards.dataset,
-        modality=wildcards.modality,
-        teacher=wildcards.teacher,
-        shard=[f"{i:03d}" for i in range(N_SHARDS)],
-        n=f"{N_SHARDS:03d}",
-    )
-
-
 rule teacher_shard:
     """Encode one shard of the images (vision) or texts (text) with the teacher (fp16)."""
     input:
