@@ -35,7 +35,7 @@ from vldistill.models.factory import create_student, load_checkpoint, save_check
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.seeds import add_seed, checkpoint_seeds
-from vldistill.stages.student import clear_states, load_backbone, state_path
+from vldistill.train.checkpoints import clear_states, load_backbone, state_path
 from vldistill.train.distill_step import TeacherFeatures, student_states
 from vldistill.train.distributed import is_main
 from vldistill.train.loop import TrainConfig, train

@@ -53,8 +53,7 @@ from vldistill.retrieval.losses import KL_DIRECTIONS, info_nce, slow_to_fast_kl
 from vldistill.retrieval.queries import query_seeds, select_queries
 from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
 from vldistill.seeds import add_seed, checkpoint_seeds, dataset_seeds, merge_seeds
-from vldistill.stages.student import (
-    caption_data,
+from vldistill.train.checkpoints import (
     clear_states,
     finish_student,
     load_backbone,
@@ -63,7 +62,12 @@ from vldistill.stages.student import (
 )
 from vldistill.train.distributed import is_main
 from vldistill.train.loop import TrainConfig, train
-from vldistill.train.pretrain import CaptionCorpus, caption_batch, caption_vocabulary
+from vldistill.train.pretrain import (
+    CaptionCorpus,
+    caption_batch,
+    caption_data,
+    caption_vocabulary,
+)
 
 log = logging.getLogger(__name__)
 

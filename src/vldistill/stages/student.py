@@ -7,34 +7,25 @@ resumes where it stopped, a changed config starts afresh, and the state is remov
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import torch
-from safetensors.torch import load_file
 
-from vldistill.data.manifest import manifest_path, read_manifest
-from vldistill.data.video import VisualBank, load_visual_bank
 from vldistill.distill.agnostic import agnostic_config
 from vldistill.distill.mad import distillation_loss
-from vldistill.io import write_json
 from vldistill.models.config import HeadsConfig, StudentConfig
-from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
+from vldistill.models.factory import create_student, load_checkpoint
 from vldistill.models.student import Student
-from vldistill.models.tokenizer import Tokenizer
 from vldistill.seeds import add_seed, checkpoint_seeds, dataset_seeds
+from vldistill.train.checkpoints import finish_student, load_backbone, state_path
 from vldistill.train.distill_step import TeacherFeatures, student_states
-from vldistill.train.distributed import is_main
-from vldistill.train.loop import TrainConfig, summarise_history, train
+from vldistill.train.loop import TrainConfig, train
 from vldistill.train.pretrain import (
-    CaptionCorpus,
     PretrainObjective,
-    build_caption_corpus,
     caption_batch,
+    caption_data,
     caption_vocabulary,
     encode_captions,
     matching_check,
@@ -43,52 +34,6 @@ from vldistill.train.pretrain import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def state_path(out_path: str | Path, config: dict[str, Any]) -> Path:
-    """Where a job keeps its resumable training state: beside its output, keyed by config."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    out_path = Path(out_path)
-    return out_path.with_name(f".{out_path.stem}.state-{digest}.pt")
-
-
-def clear_states(out_path: str | Path) -> None:
-    out_path = Path(out_path)
-    for stale in out_path.parent.glob(f".{out_path.stem}.state-*.pt"):
-        stale.unlink()
-
-
-def load_backbone(model: Student, checkpoint: str | Path) -> list[str]:
-    """Copy every weight of ``checkpoint`` whose name and shape match; return what was not set.
-
-    A fine-tuning model adds heads (e.g. a VQA head sized to the regime's answer vocabulary) and
-    MAD projections that the starting checkpoint may lack; everything else must load.
-    """
-    weights = load_file(str(checkpoint))
-    own = model.state_dict()
-    loadable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(loadable, strict=False)
-    # Tied weights (token embedding = LM head) are stored once under one of their names.
-    loaded_storage = {own[k].data_ptr() for k in loadable}
-    fresh = sorted(k for k in set(own) - set(loadable) if own[k].data_ptr() not in loaded_storage)
-    backbone_missing = [k for k in fresh if not k.startswith(("heads.", "projections."))]
-    if backbone_missing:
-        raise ValueError(f"{checkpoint} lacks backbone weights {backbone_missing[:5]}; was it "
-                         "written by another student config?")
-    return fresh
-
-
-def caption_data(root: str | Path, split: str, cfg: StudentConfig
-                 ) -> tuple[VisualBank, CaptionCorpus, pl.DataFrame]:
-    """A split's images (clips when ``cfg.frames`` > 1), its tokenised caption corpus and the
-    captions manifest it came from."""
-    bank = load_visual_bank(root, [manifest_path(root, split, "images")], cfg.image_size,
-                            cfg.frames)
-    context_length = cfg.context_length
-    captions = read_manifest(manifest_path(root, split, "captions"), "captions")
-    images = read_manifest(manifest_path(root, split, "images"), "images")
-    corpus = build_caption_corpus(captions, bank, Tokenizer(context_length), images)
-    return bank, corpus, captions
 
 
 def held_out_matching(root: str | Path, cfg: StudentConfig, validation: dict
@@ -184,21 +129,3 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
     return finish_student(model, history, out_path, metrics_path,
                           {"stage": "task_agnostic", "variant": variant, "seed": seed,
                            "seeds": seeds, "n_captions": len(corpus)})
-
-
-def finish_student(model: Student, history: list[dict], out_path: str | Path,
-                   metrics_path: str | Path, info: dict) -> dict:
-    """Save the trained student (``info`` in its metadata), drop its resumable state, and write
-    the training summary. Under torchrun only rank 0 does; the other ranks only helped train."""
-    if not is_main():
-        return {}
-    save_checkpoint(out_path, model, extra=info)
-    clear_states(out_path)
-    return write_training_summary(history, metrics_path, info)
-
-
-def write_training_summary(history: list[dict], metrics_path: str | Path, info: dict) -> dict:
-    summary = summarise_history(history, info)
-    write_json(summary, metrics_path)
-    log.info("final (mean of the last 10%% of steps): %s", summary["final"])
-    return summary

@@ -15,6 +15,7 @@ each, so the loss's prior sits at even odds and a constant answer gains nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -22,8 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from vldistill.data.images import ImageBank
+from vldistill.data.manifest import manifest_path, read_manifest
 from vldistill.data.truth import CaptionTruth
-from vldistill.models.config import _from_dict
+from vldistill.data.video import VisualBank, load_visual_bank
+from vldistill.models.config import StudentConfig, _from_dict
 from vldistill.models.fusion import FusedOutput
 from vldistill.models.heads import itm_score
 from vldistill.models.student import Student
@@ -234,3 +237,16 @@ def matching_metrics(model: Student, corpus: CaptionCorpus, bank: ImageBank,
     return {"val_itm_vs_random": wins_random / n,
             "val_itm_vs_hard": wins_hard / n_hard if n_hard else float("nan"),
             "val_caption": caption / n, "val_n": float(n)}
+
+
+def caption_data(root: str | Path, split: str, cfg: StudentConfig
+                 ) -> tuple[VisualBank, CaptionCorpus, pl.DataFrame]:
+    """A split's images (clips when ``cfg.frames`` > 1), its tokenised caption corpus and the
+    captions manifest it came from."""
+    bank = load_visual_bank(root, [manifest_path(root, split, "images")], cfg.image_size,
+                            cfg.frames)
+    context_length = cfg.context_length
+    captions = read_manifest(manifest_path(root, split, "captions"), "captions")
+    images = read_manifest(manifest_path(root, split, "images"), "images")
+    corpus = build_caption_corpus(captions, bank, Tokenizer(context_length), images)
+    return bank, corpus, captions
