@@ -19,7 +19,7 @@ def repo() -> Path:
 
 
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "configs", "profiles",
-                  "report")
+                  "report", "envs")
 
 
 def copy_workflow(workdir: Path, files: tuple[str, ...] = WORKFLOW_FILES) -> Path:

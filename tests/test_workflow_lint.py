@@ -8,9 +8,7 @@ from conftest import copy_workflow
 
 
 def test_snakemake_lint_is_clean(tmp_path):
-    workdir = copy_workflow(tmp_path / "workflow", ("Snakefile", "config.yaml", "rules",
-                                                   "scripts", "schemas", "profiles", "report",
-                                                   "envs"))
+    workdir = copy_workflow(tmp_path / "workflow")
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=workdir,
                             capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr

@@ -109,7 +109,7 @@ def select_tokens(scores: torch.Tensor, mask: torch.Tensor, ratio: float) -> tor
     k = torch.minimum(k, n_real)
     order = scores.masked_fill(~mask, float("-inf")).argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
     return (rank < k[:, None]) & mask
 
 
@@ -139,7 +139,7 @@ def resample_sequence(tokens: torch.Tensor, mask: torch.Tensor,
     """
     n_s = mask.sum(dim=1, keepdim=True).clamp(min=1)
     n_t = target_mask.sum(dim=1, keepdim=True).clamp(min=1)
-    positions = torch.arange(target_mask.shape[1])[None, :]
+    positions = torch.arange(target_mask.shape[1], device=target_mask.device)[None, :]
     index = torch.minimum(positions * n_s // n_t, n_s - 1)
     return torch.gather(tokens, 1, index[:, :, None].expand(-1, -1, tokens.shape[2]))
 
@@ -164,14 +164,18 @@ def token_weights(cfg: MadConfig, teacher_global: torch.Tensor, teacher_tokens: 
     return a * select_tokens(a, mask, cfg.token_ratio)
 
 
-def confidence_weights(cfg: MadConfig, p_gold: torch.Tensor | None, batch: int) -> torch.Tensor:
+def confidence_weights(cfg: MadConfig, p_gold: torch.Tensor | None, batch: int,
+                       device: torch.device | str = "cpu") -> torch.Tensor:
     """w per instance: the teacher's gold-label probability normalised to mean 1 (CW), else 1."""
     if not cfg.confidence_weighting or p_gold is None:
-        return torch.ones(batch)
-    if p_gold.shape != (batch,) or (p_gold < 0).any() or (p_gold > 1).any():
+        return torch.ones(batch, device=device)
+    if p_gold.shape != (batch,):
         raise ValueError(f"p_gold must be {batch} probabilities, got {tuple(p_gold.shape)}")
+    # checked on the device: a host sync per step would stall a GPU
+    torch._assert_async(((p_gold >= 0) & (p_gold <= 1)).all(), "p_gold must be probabilities")
     mean = p_gold.mean()
-    return p_gold / mean if mean > 0 else torch.zeros_like(p_gold)
+    return torch.where(mean > 0, p_gold / mean.clamp(min=torch.finfo(p_gold.dtype).tiny),
+                       torch.zeros_like(p_gold))
 
 
 class AdaptiveLambda:
@@ -251,7 +255,8 @@ def distillation_loss(cfg: MadConfig, student: StudentStates, teacher: DistillTa
     Multiply ``loss`` by lambda(t) and add the task loss to get L.
     """
     batch = teacher.vision_global.shape[0]
-    vision_mask = torch.ones(teacher.vision_tokens.shape[:2], dtype=torch.bool)
+    vision_mask = torch.ones(teacher.vision_tokens.shape[:2], dtype=torch.bool,
+                             device=teacher.vision_tokens.device)
     vision_student = resample_grid(student.vision_tokens, student.vision_grid, teacher.vision_grid)
     tok_vision = token_loss(
         vision_student, teacher.vision_tokens,
@@ -273,7 +278,7 @@ def distillation_loss(cfg: MadConfig, student: StudentStates, teacher: DistillTa
         if student.fused_global is None:
             raise ValueError(f"fused={cfg.fused!r} needs the student's fused pooled state")
         fused = fused + global_loss(student.fused_global, fused_global_target(teacher))
-    w = confidence_weights(cfg, p_gold, batch).to(tok_vision.dtype)
+    w = confidence_weights(cfg, p_gold, batch, tok_vision.device).to(tok_vision.dtype)
     per_instance = tok_vision + tok_text + glob + fused
     return {
         "loss": (w * per_instance).mean(),

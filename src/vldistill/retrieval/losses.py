@@ -35,8 +35,10 @@ def info_nce(similarity: torch.Tensor, temperature: float,
     logits = similarity / temperature
     if positives is None:
         positives = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
-    if positives.shape != logits.shape or not positives.diagonal().all():
+    if positives.shape != logits.shape:
         raise ValueError("positives must be a [B, B] bool matrix with a true diagonal")
+    # checked on the device: a host sync per step would stall a GPU
+    torch._assert_async(positives.diagonal().all(), "positives must have a true diagonal")
     image_to_text = logits
     row_targets = positives.to(logits.dtype)
     if hard_negatives is not None:
