@@ -52,6 +52,15 @@ def teacher_and_student(batch=4, dv=12, dt=10, grid=(2, 2), teacher_grid=(3, 3),
     return teacher, student
 
 
+def test_teacher_targets_read_on_the_host_move_to_the_device(fake_cuda):
+    teacher, _ = teacher_and_student()
+    host = DistillTargets(*(t.to("cpu") if isinstance(t, torch.Tensor) else t
+                            for t in vars(teacher).values()))
+    moved = host.to(DEVICE)
+    assert_on_device(vars(moved))
+    assert moved.vision_grid == teacher.vision_grid
+
+
 @pytest.mark.parametrize("fused", FUSED)
 @pytest.mark.parametrize("token_selection", [True, False])
 def test_mad_distillation_loss_stays_on_the_device(fake_cuda, fused, token_selection):
@@ -71,3 +80,68 @@ def test_retrieval_losses_stay_on_the_device(fake_cuda):
     loss = loss + info_nce(similarity, 0.05)
     loss = loss + slow_to_fast_kl(similarity, torch.randn(6, 6, device=DEVICE), 0.05, 0.5)
     assert_on_device(loss)
+
+
+def small_student():
+    from vldistill.models.config import HeadsConfig, StudentConfig
+    from vldistill.models.factory import create_student
+
+    cfg = StudentConfig(image_size=32, width=16, heads=2, text_layers=1, fusion_layers=1,
+                        decoder_layers=3, context_length=12, pyramid_channels=[16, 16, 16])
+    with torch.device(DEVICE):
+        return create_student(cfg, HeadsConfig(vqa_answers=5, teacher_vision_dim=12,
+                                               teacher_text_dim=10)), cfg
+
+
+def token_batch(batch: int, length: int):
+    ids = torch.randint(1, 100, (batch, length), device=DEVICE)
+    mask = torch.ones(batch, length, dtype=torch.bool, device=DEVICE)
+    return ids, mask
+
+
+def test_the_student_forward_heads_and_caption_scores_stay_on_the_device(fake_cuda):
+    model, cfg = small_student()
+    images = torch.randn(3, 3, cfg.image_size, cfg.image_size, device=DEVICE)
+    ids, mask = token_batch(3, 8)
+    for task in ("vqa", "ve", "vcr", "itm"):
+        assert_on_device(model.forward_task(task, images, ids, mask))
+    assert_on_device(model.caption_loss(images, ids, mask))
+    assert_on_device(model.slow_scores(images, ids, mask))
+    assert_on_device(model.slow_score_matrix(images, ids, mask, max_pairs=4))
+    fused = model.fuse(model.encode_image(images), model.encode_text(ids, mask), mask)
+    assert_on_device(fused.pooled)
+
+
+@pytest.fixture
+def host_reads_unavailable(monkeypatch):
+    """Fake host tensors hold no data either, so the host's free read of a batch's longest row
+    (trim_padding) cannot run under the fake mode: use the full width, as on a device."""
+    from vldistill.models import fusion, tokenizer
+
+    for module in (tokenizer, fusion):
+        monkeypatch.setattr(module, "used_columns", lambda mask: mask.shape[-1])
+
+
+@pytest.mark.parametrize("task", ["vqa", "ve", "vcr"])
+def test_fine_tuning_logits_and_loss_move_host_batches_to_the_device(
+        fake_cuda, host_reads_unavailable, task):
+    """The task data stay on the host (CPU) and the model on the device: each batch moves."""
+    from vldistill.data.images import ImageBank
+    from vldistill.train.tasks import TaskData, task_logits, task_loss
+
+    model, cfg = small_student()
+    n, length = 6, 8
+    shape = (n, 4, length) if task == "vcr" else (n, length)
+    targets = (torch.rand(n, 5) if task == "vqa" else
+               torch.randint(0, 4 if task == "vcr" else 3, (n,)))
+    data = TaskData(task=task, image_ids=[f"i{i}" for i in range(n)],
+                    image_rows=torch.arange(n), ids=torch.randint(1, 100, shape),
+                    mask=torch.ones(shape, dtype=torch.bool), primary_text=[""] * n,
+                    targets=targets, gold=torch.zeros(n, dtype=torch.long))
+    bank = ImageBank([f"i{i}" for i in range(n)],
+                     torch.randint(0, 255, (n, 3, cfg.image_size, cfg.image_size),
+                                   dtype=torch.uint8))
+    rows = torch.tensor([0, 2, 3])
+    logits = task_logits(model, data, rows, bank)
+    assert_on_device(logits)
+    assert_on_device(task_loss(logits, data, rows))

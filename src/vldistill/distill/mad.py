@@ -227,6 +227,14 @@ class DistillTargets:
     text_tokens: torch.Tensor  # [B, Lt, Dt]
     text_mask: torch.Tensor  # [B, Lt] bool
 
+    def to(self, device: torch.device | str) -> DistillTargets:
+        """The batch on ``device`` (read from the cache on the host, then moved)."""
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
+        return DistillTargets(move(self.vision_global), move(self.vision_tokens), self.vision_grid,
+                              move(self.text_global), move(self.text_tokens), move(self.text_mask))
+
 
 @dataclass
 class StudentStates:

@@ -25,7 +25,7 @@ from torch import nn
 
 from vldistill.models.config import StudentConfig
 from vldistill.models.text import Block, key_padding_mask, pool_at_eot
-from vldistill.models.tokenizer import reverse_ids, trim_padding
+from vldistill.models.tokenizer import reverse_ids, trim_padding, used_columns
 
 DIRECTIONS: tuple[str, ...] = ("forward", "backward")
 
@@ -143,7 +143,7 @@ class CaptionDecoder(nn.Module):
         if direction == "backward":
             ids = reverse_ids(ids, mask)
         # Causal attention makes trailing padding irrelevant, so skip the columns no row uses.
-        n = int(mask.sum(dim=1).max())
+        n = used_columns(mask)
         logits = self.logits(image_levels, ids[:, : n - 1], direction)
         targets = ids[:, 1:n]
         if len(self.output_ids):
@@ -213,4 +213,4 @@ class CaptionDecoder(nn.Module):
             levels = [lv[ii] for lv in image_levels]
             pair_ids, pair_mask = trim_padding(ids[tt], mask[tt])  # this chunk's longest caption
             scores.append(self.length_normalised_score(levels, pair_ids, pair_mask, directions))
-        return torch.cat(scores) if scores else torch.empty(0)
+        return torch.cat(scores) if scores else torch.empty(0, device=ids.device)

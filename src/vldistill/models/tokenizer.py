@@ -67,9 +67,19 @@ def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, t
 
     Texts are tokenised once to the full context length, but a batch of short questions needs
     only its longest row: attention cost grows with the columns, and padding changes no output.
+    Trim on the host, before a batch moves to the device (``used_columns``).
     """
-    n = max(int(mask.sum(dim=-1).max()), 1) if mask.numel() else 1
+    n = used_columns(mask)
     return ids[..., :n], mask[..., :n]
+
+
+def used_columns(mask: torch.Tensor) -> int:
+    """The columns a model must compute: the longest row on the CPU, where reading it is free;
+    on an accelerator the full width, since reading it would wait for the device (batches are
+    trimmed by ``trim_padding`` on the host before they move, so little is wasted)."""
+    if mask.device.type != "cpu":
+        return mask.shape[-1]
+    return max(int(mask.sum(dim=-1).max()), 1) if mask.numel() else 1
 
 
 class Tokenizer:

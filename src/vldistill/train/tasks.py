@@ -203,7 +203,8 @@ def task_logits(model: Student, data: TaskData, rows: torch.Tensor,
         vision = model.encode_image(images.to(device))
     if len(vision.pooled) != len(rows):
         raise ValueError(f"vision outputs for {len(vision.pooled)} images but {len(rows)} rows")
-    ids, mask = trim_padding(data.ids[rows].to(device), data.mask[rows].to(device))
+    ids, mask = trim_padding(data.ids[rows], data.mask[rows])  # on the host, then moved
+    ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
     if data.task != "vcr":
         fused = model.fuse(vision, model.encode_text(ids, mask), mask)
         return model.heads(data.task, fused.pooled)
