@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from vldistill.io import atomic_output
 from vldistill.train import distributed
+from vldistill.train.compute import Compute
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
           state_path: str | Path, progress: bool = True,
           extra_state: Stateful | None = None,
           validate: Callable[[nn.Module], dict[str, float]] | None = None,
-          validate_every: int = 0) -> list[dict[str, float]]:
+          validate_every: int = 0, compute: Compute | None = None) -> list[dict[str, float]]:
     """Run ``cfg.steps`` optimiser steps, resuming from ``state_path`` if it exists.
 
     ``loss_fn(model, rows, step)`` returns a dict with "loss" (to minimise) and any other scalars
@@ -97,7 +98,13 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
     loss); it is checkpointed and restored with the model so a resumed run stays identical.
     ``validate(model)`` (eval mode, no grad) runs every ``validate_every`` steps and after the
     last; its scalars join that step's record. It must not draw from torch's global generator.
+    ``compute``: the precision the loss runs in (bf16 autocast or fp32); the model is already on
+    its device. The logged scalars stay on the device until a checkpoint, validation or the last
+    step reads them all at once, so a GPU is not made to wait every step; a non-finite loss is
+    reported then, with its step, before any checkpoint could keep it.
     """
+    compute = compute or Compute()
+    device = next(model.parameters()).device
     state_path = Path(state_path)
     rank, world_size = distributed.world()
     if world_size > 1:
@@ -129,6 +136,21 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
             extra_state.load_state_dict(state["extra"])
         log.info("resuming from step %d of %d (%s)", start, cfg.steps, state_path)
 
+    pending: list[tuple[int, float, dict[str, torch.Tensor]]] = []  # steps not yet read back
+
+    def read_back() -> None:
+        """Turn the pending steps' scalars into history records (one host sync for all)."""
+        for past, lr, scalars in pending:
+            record = {k: float(v) for k, v in scalars.items()}
+            if not math.isfinite(record["loss"]):
+                raise FloatingPointError(f"loss is {record['loss']} at step {past}; lower the lr")
+            if world_size > 1:
+                record = distributed.average_scalars(record, device)
+            history.append({"step": past, "lr": lr, **record})
+        pending.clear()
+        if history:
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", refresh=False)
+
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, unit="step",
                file=sys.stderr, mininterval=10.0, disable=not progress or rank > 0)
@@ -138,10 +160,9 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
         rows = batch_indices(n_examples, cfg.batch_size, step, cfg.seed)
         if world_size > 1:
             rows = distributed.local_rows(rows)
-        out = loss_fn(model, rows, step)
+        with compute.autocast(device):
+            out = loss_fn(model, rows, step)
         loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if world_size > 1:
@@ -150,19 +171,20 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
-        record = {k: float(torch.as_tensor(v).detach()) for k, v in out.items()
-                  if torch.as_tensor(v).numel() == 1}
-        if world_size > 1:
-            record = distributed.average_scalars(record, next(model.parameters()).device)
-        if validate is not None and validate_every > 0 and (
-                (step + 1) % validate_every == 0 or step + 1 == cfg.steps):
+        pending.append((step, scheduler.get_last_lr()[0],
+                        {k: torch.as_tensor(v).detach() for k, v in out.items()
+                         if torch.as_tensor(v).numel() == 1}))
+        validating = validate is not None and validate_every > 0 and (
+            (step + 1) % validate_every == 0 or step + 1 == cfg.steps)
+        checkpointing = (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps
+        if validating or checkpointing:
+            read_back()
+        if validating:
             model.eval()
             with torch.no_grad():
-                record.update(validate(model))
+                history[-1].update(validate(model))
             model.train()
-        history.append({"step": step, "lr": scheduler.get_last_lr()[0], **record})
-        bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-        if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+        if rank == 0 and checkpointing:
             with atomic_output(state_path) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "step": step + 1,

@@ -1,0 +1,61 @@
+"""Where and in what precision a stage computes: the config's ``compute`` section.
+
+``device``: ``auto`` (CUDA when the job sees a GPU, else the CPU), ``cpu`` or ``cuda``; under
+torchrun each rank takes ``cuda:LOCAL_RANK``. ``precision``: ``fp32``, or ``bf16`` autocast
+(weights and optimiser state stay fp32: autocast runs the matmuls and attention in bf16 and
+keeps reductions and losses in fp32, so no loss scaling is needed). On CUDA, fp32 matmuls may
+use TF32 (``torch.backends.cuda.matmul.allow_tf32``), as open_clip's training does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Compute:
+    device: str = "auto"
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"compute.device: got {self.device!r}; expected one of {DEVICES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"compute.precision: got {self.precision!r}; expected one of "
+                             f"{PRECISIONS}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Compute:
+        from vldistill.models.config import _from_dict
+
+        return _from_dict(cls, d or {})
+
+    def torch_device(self) -> torch.device:
+        """The device this process computes on (one per rank under torchrun)."""
+        wants_cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
+        if not wants_cuda:
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise RuntimeError("compute.device is 'cuda' but this job sees no GPU; ask for one "
+                               "(the rule's `gpu` resource) or set compute.device: auto")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+
+    @contextlib.contextmanager
+    def autocast(self, device: torch.device) -> Iterator[None]:
+        """bf16 autocast on ``device`` when asked for, else nothing."""
+        if self.precision == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
