@@ -19,6 +19,7 @@ rule finetune:
         # each test item's score, for the paired comparisons of rule effects
         item_scores="models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/item_scores.parquet",
     params:
+        compute=config["compute"],  # device and precision (train/compute.py)
         training=finetune_training,
         # fused comes from mad.distill: both stages distil the same targets
         distill=lambda wc: (

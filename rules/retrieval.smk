@@ -21,6 +21,7 @@ rule retrieval_slow:
         model="models/{dataset}/retrieval/seed-{seed}/slow.safetensors",
         metrics="models/{dataset}/retrieval/seed-{seed}/slow.json",
     params:
+        compute=config["compute"],  # device and precision (train/compute.py)
         slow=lambda wc: RETRIEVAL["slow"],
         student=config["student"],
     threads: 2
@@ -48,6 +49,7 @@ rule retrieval_fast:
         model="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
         metrics="models/{dataset}/retrieval/seed-{seed}/{fast_model}.json",
     params:
+        compute=config["compute"],  # device and precision (train/compute.py)
         fast=lambda wc: RETRIEVAL["fast"],
         distill=lambda wc: RETRIEVAL["distill"] if wc.fast_model == "fast_distilled" else None,
         student=config["student"],

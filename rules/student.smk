@@ -17,6 +17,7 @@ rule student_pretrain:
         model="models/{dataset}/student/seed-{sseed}/pretrained.safetensors",
         metrics="models/{dataset}/student/seed-{sseed}/pretrained.json",
     params:
+        compute=config["compute"],  # device and precision (train/compute.py)
         student=config["student"],
         training=config["pretrain"]["training"],
         objective=config["pretrain"]["objective"],
@@ -45,6 +46,7 @@ rule student_task_agnostic:
         model="models/{dataset}/student/seed-{sseed}/agnostic-{variant}.safetensors",
         metrics="models/{dataset}/student/seed-{sseed}/agnostic-{variant}.json",
     params:
+        compute=config["compute"],  # device and precision (train/compute.py)
         training=config["mad"]["training"],
         distill=lambda wc: config["mad"]["distill"] if wc.variant != "plain" else {},
         objective=config["pretrain"]["objective"],

@@ -27,5 +27,6 @@ with rule_logging(smk.log[0], max(1, smk.threads // nproc)):
             seed=int(wc.seed),
             out_path=smk.output.model,
             metrics_path=smk.output.metrics,
+            compute=smk.params.compute,
             item_scores_path=smk.output.item_scores,
         )

@@ -28,4 +28,5 @@ with rule_logging(smk.log[0], max(1, smk.threads // nproc)):
             hard_negatives=fast["hard_negatives"],
             out_path=smk.output.model,
             metrics_path=smk.output.metrics,
+            compute=smk.params.compute,
         )

@@ -25,4 +25,5 @@ with rule_logging(smk.log[0], max(1, smk.threads // nproc)):
             seed=int(smk.wildcards.seed),
             out_path=smk.output.model,
             metrics_path=smk.output.metrics,
+            compute=smk.params.compute,
         )

@@ -32,6 +32,10 @@ class FastDualEncoder(nn.Module):
         for projection in (self.image_projection, self.text_projection):
             nn.init.normal_(projection.weight, std=cfg.width ** -0.5)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """[B, embed_dim], unit norm."""
         return F.normalize(self.image_projection(self.vision(images).pooled), dim=-1)

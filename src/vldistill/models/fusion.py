@@ -96,8 +96,9 @@ class CaptionDecoder(nn.Module):
         """
         vocab_size = self.token_embedding.num_embeddings
         if token_ids is None:
-            self.output_ids = torch.empty(0, dtype=torch.long)
-            self.target_index = torch.empty(0, dtype=torch.long)
+            device = self.unk_embedding.device
+            self.output_ids = torch.empty(0, dtype=torch.long, device=device)
+            self.target_index = torch.empty(0, dtype=torch.long, device=device)
             return
         ids = torch.tensor(sorted(set(int(t) for t in token_ids)), dtype=torch.long)
         if len(ids) == 0 or ids.min() < 0 or ids.max() >= vocab_size:

@@ -55,6 +55,10 @@ class Student(nn.Module):
         ):
             nn.init.normal_(p, std=0.02)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # shared tensors counted once
 

@@ -36,6 +36,7 @@ from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.seeds import add_seed, checkpoint_seeds
 from vldistill.train.checkpoints import clear_states, load_backbone, state_path
+from vldistill.train.compute import Compute
 from vldistill.train.distill_step import TeacherFeatures, student_states
 from vldistill.train.distributed import is_main
 from vldistill.train.loop import TrainConfig, train
@@ -98,9 +99,12 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
              vision_index: str | Path | None, text_index: str | Path | None,
              training: dict, mad: dict, seed: int,
              out_path: str | Path, metrics_path: str | Path,
-             item_scores_path: str | Path | None = None) -> dict[str, Any]:
+             item_scores_path: str | Path | None = None,
+             compute: dict | None = None) -> dict[str, Any]:
     """Fine-tune the task-agnostic student ``start`` (the one ``AGNOSTIC_START[method]``
-    names) on one task and regime with one method, then evaluate on the test splits."""
+    names) on one task and regime with one method, then evaluate on the test splits.
+    ``compute``: device and precision (train/compute.py) of training and evaluation."""
+    where = Compute.from_dict(compute)
     mad_cfg = method_config(method, **mad)
     source, cfg, _ = load_checkpoint(start)
     tokenizer = Tokenizer(cfg.context_length)
@@ -129,6 +133,7 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
     torch.manual_seed(seed)  # fresh heads and projections differ per fine-tuning seed
     model = create_student(cfg, heads)
     load_backbone(model, start)
+    model.to(where.torch_device())
     model.decoder.set_output_vocabulary(source.decoder.output_vocabulary())
     init_head_from_prior(model, data)
 
@@ -138,7 +143,8 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
     state = state_path(out_path, {"task": task, "regime": regime, "method": method,
                                   "start": str(start), "training": training, "mad": mad,
                                   "seed": seed})
-    history = train(model, loss_fn, len(data), train_cfg, state, extra_state=schedule)
+    history = train(model, loss_fn, len(data), train_cfg, state, extra_state=schedule,
+                    compute=where)
     if not is_main():  # under torchrun rank 0 writes the outputs and evaluates
         return {}
     seeds = add_seed(checkpoint_seeds(start), "finetune", seed)
@@ -221,20 +227,21 @@ def _loss_fn(model: Student, data: TaskData, val_data: TaskData | None, bank, ma
         if schedule.due(step):
             held_out, _ = gold_cross_entropy(m, val_data, bank, af_rows)
             schedule.update(held_out, step)
-        images = bank.at(data.image_rows[rows])
-        vision = m.encode_image(images)
+        device = m.device
+        vision = m.encode_image(bank.at(data.image_rows[rows], device))
         task = task_loss(task_logits(m, data, rows, vision=vision), data, rows)
-        ids, mask = trim_padding(primary_ids[rows], primary_mask[rows])
+        ids, mask = trim_padding(primary_ids[rows], primary_mask[rows])  # on the host
+        ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
         text = m.encode_text(ids, mask)
         # the fused target fuses the image with the distilled text (VCR's is the question)
         fused = m.fuse(vision, text, mask) if mad_cfg.fused != "none" else None
         states = student_states(m, vision, text, mask, teachers.grid, fused)
         targets = teachers.batch([data.image_ids[i] for i in rows.tolist()],
-                                 [data.primary_text[i] for i in rows.tolist()])
-        distill = distillation_loss(mad_cfg, states, targets, p_gold[rows])
+                                 [data.primary_text[i] for i in rows.tolist()]).to(device)
+        distill = distillation_loss(mad_cfg, states, targets, p_gold[rows].to(device))
         lam = schedule.value
         return {"loss": task + lam * distill["loss"], "task": task.detach(),
                 "distill": distill["loss"].detach(), "fused": distill["fused"],
-                "lambda": torch.tensor(lam)}
+                "lambda": torch.tensor(lam, device=device)}
 
     return with_distillation, info, schedule

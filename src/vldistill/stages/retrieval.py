@@ -60,6 +60,7 @@ from vldistill.train.checkpoints import (
     state_path,
     write_training_summary,
 )
+from vldistill.train.compute import Compute
 from vldistill.train.distributed import is_main
 from vldistill.train.loop import TrainConfig, train
 from vldistill.train.pretrain import (
@@ -76,9 +77,11 @@ INITS: tuple[str, ...] = ("mad", "pretrained", "scratch")
 
 def train_slow(*, root: str | Path, init: str, start: str | Path | None, student: dict,
                progressive: bool, directions: Sequence[str], training: dict, seed: int,
-               out_path: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+               out_path: str | Path, metrics_path: str | Path,
+               compute: dict | None = None) -> dict[str, Any]:
     """The Slow model: the student's captioning decoder trained with the (bi)directional
     captioning loss, from the MAD student, the pre-trained student or scratch."""
+    where = Compute.from_dict(compute)
     directions = tuple(directions)
     if not directions or set(directions) - set(DIRECTIONS):
         raise ValueError(f"directions must be a non-empty subset of {DIRECTIONS}, got "
@@ -97,17 +100,18 @@ def train_slow(*, root: str | Path, init: str, start: str | Path | None, student
     model = create_student(cfg)
     if init != "scratch":
         load_backbone(model, start)
+    model.to(where.torch_device())
     model.decoder.set_output_vocabulary(caption_vocabulary(corpus))
 
     def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        ids, mask = caption_batch(corpus, rows)
-        images = bank.at(corpus.image_rows[rows])
+        ids, mask = caption_batch(corpus, rows, device=m.device)
+        images = bank.at(corpus.image_rows[rows], m.device)
         return {"loss": m.caption_loss(images, ids, mask, directions)}
 
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
     state = state_path(out_path, {"init": init, "start": str(start), "progressive": progressive,
                                   "directions": directions, "training": training, "seed": seed})
-    history = train(model, loss_fn, len(corpus), train_cfg, state)
+    history = train(model, loss_fn, len(corpus), train_cfg, state, compute=where)
     # load_slow reads the directions h_slow sums back from the checkpoint's metadata
     seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)
     return finish_student(model, history, out_path, metrics_path,
@@ -143,37 +147,41 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
                embed_dim: int, temperature: float, training: dict, seed: int,
                distill: dict | None, slow_path: str | Path | None,
                out_path: str | Path, metrics_path: str | Path,
-               hard_negatives: bool = False) -> dict[str, Any]:
+               hard_negatives: bool = False, compute: dict | None = None) -> dict[str, Any]:
     """The Fast dual encoder: InfoNCE, plus alpha * KL from the Slow model's in-batch score
     distribution when ``distill`` ({alpha, tau_slow}) is given. ``hard_negatives``: the batch
     captions' hard negatives are extra wrong texts in the image -> text softmax."""
+    where = Compute.from_dict(compute)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     cfg = StudentConfig.from_dict(student) if init == "scratch" else load_checkpoint(start)[1]
     bank, corpus, _ = caption_data(root, "train", cfg)
     true_of = negative_true_of(corpus) if hard_negatives else {}
     torch.manual_seed(seed)
-    model = create_fast(cfg, embed_dim, None if init == "scratch" else start)
+    device = where.torch_device()
+    model = create_fast(cfg, embed_dim, None if init == "scratch" else start).to(device)
     slow, directions = (None, DIRECTIONS)
     if distill is not None:
         if slow_path is None:
             raise ValueError("the distilled Fast model needs the Slow checkpoint")
         slow, directions = load_slow(slow_path)
+        slow.to(device)
         for p in slow.parameters():
             p.requires_grad_(False)
 
     def loss_fn(m: FastDualEncoder, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         rows = _one_caption_per_image(corpus, rows)
-        images = bank.at(corpus.image_rows[rows])
-        ids, mask = caption_batch(corpus, rows)
+        images = bank.at(corpus.image_rows[rows], m.device)
+        ids, mask = caption_batch(corpus, rows, device=m.device)
         image_embeddings = m.encode_image(images)
         similarity = image_embeddings @ m.encode_text(ids, mask).T
         negatives = None
         with_negative = rows[corpus.has_negative[rows]] if hard_negatives else rows[:0]
         if len(with_negative):
-            texts = m.encode_text(*caption_batch(corpus, with_negative, negatives=True))
+            texts = m.encode_text(*caption_batch(corpus, with_negative, negatives=True,
+                                                 device=m.device))
             true = torch.tensor([[image in true_of[r] for r in with_negative.tolist()]
-                                 for image in corpus.image_rows[rows].tolist()])
+                                 for image in corpus.image_rows[rows].tolist()]).to(m.device)
             negatives = (image_embeddings @ texts.T).masked_fill(true, float("-inf"))
         # another image's caption may be true of this image too: a positive, not a negative
         positives = corpus.true_of(rows, corpus.image_rows[rows]).T.to(similarity.device)
@@ -195,7 +203,7 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
                                   "temperature": temperature, "distill": distill,
                                   "hard_negatives": hard_negatives,
                                   "slow": str(slow_path), "training": training, "seed": seed})
-    history = train(model, loss_fn, len(corpus), train_cfg, state)
+    history = train(model, loss_fn, len(corpus), train_cfg, state, compute=where)
     if not is_main():  # under torchrun rank 0 writes the outputs
         return {}
     seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)

@@ -20,6 +20,7 @@ from vldistill.models.factory import create_student, load_checkpoint
 from vldistill.models.student import Student
 from vldistill.seeds import add_seed, checkpoint_seeds, dataset_seeds
 from vldistill.train.checkpoints import finish_student, load_backbone, state_path
+from vldistill.train.compute import Compute
 from vldistill.train.distill_step import TeacherFeatures, student_states
 from vldistill.train.loop import TrainConfig, train
 from vldistill.train.pretrain import (
@@ -49,16 +50,18 @@ def held_out_matching(root: str | Path, cfg: StudentConfig, validation: dict
 
 def pretrain_student(*, root: str | Path, student: dict, training: dict, objective: dict,
                      validation: dict, seed: int, out_path: str | Path,
-                     metrics_path: str | Path) -> dict:
+                     metrics_path: str | Path, compute: dict | None = None) -> dict:
     """VL pre-training (ITC, ITM on checked-false hard negatives, bidirectional captioning)
-    from scratch, with held-out ITM on the val split along the way."""
+    from scratch, with held-out ITM on the val split along the way. ``compute``: device and
+    precision (train/compute.py); the data stay on the host and each batch moves."""
+    where = Compute.from_dict(compute)
     cfg = StudentConfig.from_dict(student)
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
     goal = PretrainObjective.from_dict(objective)
     bank, corpus, _ = caption_data(root, "train", cfg)
     validate, every = held_out_matching(root, cfg, validation)
     torch.manual_seed(seed)
-    model = create_student(cfg)
+    model = create_student(cfg).to(where.torch_device())
     model.decoder.set_output_vocabulary(caption_vocabulary(corpus))
     log.info("student: %.2f M parameters; %d captions; output vocabulary %d",
              model.num_parameters() / 1e6, len(corpus), len(caption_vocabulary(corpus)))
@@ -67,7 +70,7 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
     history = train(
         model,
         lambda m, rows, step: pretrain_loss(m, corpus, bank, rows, goal),
-        len(corpus), train_cfg, state, validate=validate, validate_every=every,
+        len(corpus), train_cfg, state, validate=validate, validate_every=every, compute=where,
     )
     seeds = add_seed(dataset_seeds(root), "pretrain", seed)
     return finish_student(model, history, out_path, metrics_path,
@@ -78,11 +81,13 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
 def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
                      vision_index: str | Path | None, text_index: str | Path | None,
                      training: dict, distill: dict, objective: dict, seed: int,
-                     out_path: str | Path, metrics_path: str | Path) -> dict:
+                     out_path: str | Path, metrics_path: str | Path,
+                     compute: dict | None = None) -> dict:
     """A task-agnostic student (distill/agnostic.py): the pre-training objective for the MAD
     stage's budget, plus lambda0 times the token and global distillation of both towers for the
     MAD variants. The ``plain`` variant is what the baseline and kd start from."""
     mad_cfg = agnostic_config(variant, **distill)
+    where = Compute.from_dict(compute)
     source, _, _ = load_checkpoint(pretrained)
     heads = None
     teachers = None
@@ -96,6 +101,7 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
     torch.manual_seed(seed)  # the fresh projections' init must not depend on what ran before
     model = create_student(source.cfg, heads)
     load_backbone(model, pretrained)
+    model.to(where.torch_device())
     bank, corpus, captions = caption_data(root, "train", source.cfg)
     image_ids, texts = captions["image_id"].to_list(), captions["caption"].to_list()
     model.decoder.set_output_vocabulary(source.decoder.output_vocabulary())
@@ -104,7 +110,7 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
 
     def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         vision, text = encode_captions(m, corpus, bank, rows)
-        mask = caption_batch(corpus, rows)[1]
+        mask = caption_batch(corpus, rows, device=m.device)[1]
         # the fusion over each caption and its own image: ITM's positives and the fused target
         fused = m.fuse(vision, text, mask)
         out = pretrain_loss(m, corpus, bank, rows, goal, encoded=(vision, text), fused=fused)
@@ -114,7 +120,7 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
             fused = None
         states = student_states(m, vision, text, mask, teachers.grid, fused)
         targets = teachers.batch([image_ids[i] for i in rows.tolist()],
-                                 [texts[i] for i in rows.tolist()])
+                                 [texts[i] for i in rows.tolist()]).to(m.device)
         distilled = distillation_loss(mad_cfg, states, targets)
         return {**out, "loss": out["loss"] + mad_cfg.lambda0 * distilled["loss"],
                 "distill": distilled["loss"].detach(), "tok_vision": distilled["tok_vision"],
@@ -124,7 +130,7 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
     state = state_path(out_path, {"pretrained": str(pretrained), "variant": variant,
                                   "training": training, "distill": distill,
                                   "objective": objective, "seed": seed})
-    history = train(model, loss_fn, len(corpus), train_cfg, state)
+    history = train(model, loss_fn, len(corpus), train_cfg, state, compute=where)
     seeds = add_seed(checkpoint_seeds(pretrained), "task_agnostic", seed)
     return finish_student(model, history, out_path, metrics_path,
                           {"stage": "task_agnostic", "variant": variant, "seed": seed,

@@ -98,16 +98,21 @@ def caption_vocabulary(corpus: CaptionCorpus) -> list[int]:
 def encode_captions(model: Student, corpus: CaptionCorpus, bank: ImageBank,
                     rows: torch.Tensor) -> tuple[VisionOutput, TextOutput]:
     """The student's image and caption encodings of a batch, shared by every loss on it."""
-    vision = model.encode_image(bank.at(corpus.image_rows[rows]))
-    return vision, model.encode_text(*caption_batch(corpus, rows))
+    vision = model.encode_image(bank.at(corpus.image_rows[rows], model.device))
+    return vision, model.encode_text(*caption_batch(corpus, rows, device=model.device))
 
 
-def caption_batch(corpus: CaptionCorpus, rows: torch.Tensor,
-                  negatives: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) of the rows' captions (or their hard negatives), trimmed to the longest."""
+def caption_batch(corpus: CaptionCorpus, rows: torch.Tensor, negatives: bool = False,
+                  device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of the rows' captions (or their hard negatives), trimmed to the longest on
+    the host, then moved to ``device``."""
     if negatives:
-        return trim_padding(corpus.negative_ids[rows], corpus.negative_mask[rows])
-    return trim_padding(corpus.ids[rows], corpus.mask[rows])
+        ids, mask = trim_padding(corpus.negative_ids[rows], corpus.negative_mask[rows])
+    else:
+        ids, mask = trim_padding(corpus.ids[rows], corpus.mask[rows])
+    if device is None:
+        return ids, mask
+    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
 def select_vision(vision: VisionOutput, index: torch.Tensor) -> VisionOutput:
@@ -141,7 +146,7 @@ def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: 
     the batch's own (image, caption) pairs, that another loss already made."""
     obj = objective or PretrainObjective()
     vision, text = encoded or encode_captions(model, corpus, bank, rows)
-    ids, mask = caption_batch(corpus, rows)
+    ids, mask = caption_batch(corpus, rows, device=model.device)
     caption = model.caption_loss_from_levels(vision.levels, ids, mask)
 
     # true[a, b]: caption a is true of the batch's image b (the diagonal always is)
@@ -162,7 +167,7 @@ def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: 
     images_n, captions_n = sample_false(similarity, true.T)  # a false caption per image
     captions_m, images_m = sample_false(similarity.T, true)  # a false image per caption
     negatives = [itm_logits(images_n, captions_n), itm_logits(images_m, captions_m)]
-    negative_ids, negative_mask = caption_batch(corpus, rows, negatives=True)
+    negative_ids, negative_mask = caption_batch(corpus, rows, negatives=True, device=ids.device)
     has_negative = corpus.has_negative[rows].to(ids.device)
     hard = model.heads("itm", model.fuse(vision, model.encode_text(negative_ids, negative_mask),
                                          negative_mask).pooled)
@@ -218,21 +223,22 @@ def matching_metrics(model: Student, corpus: CaptionCorpus, bank: ImageBank,
     wins_random, wins_hard, n_hard, caption, n = 0.0, 0.0, 0, 0.0, 0
     for start in range(0, len(check.rows), batch_size):
         rows = check.rows[start:start + batch_size]
+        device = model.device
         vision, text = encode_captions(model, corpus, bank, rows)
-        _, mask = caption_batch(corpus, rows)
+        ids, mask = caption_batch(corpus, rows, device=device)
         own = itm_score(model.heads("itm", model.fuse(vision, text, mask).pooled))
-        false_ids, false_mask = caption_batch(corpus, check.false_rows[start:start + batch_size])
+        false_ids, false_mask = caption_batch(corpus, check.false_rows[start:start + batch_size],
+                                              device=device)
         other = itm_score(model.heads("itm", model.fuse(
             vision, model.encode_text(false_ids, false_mask), false_mask).pooled))
-        hard_ids, hard_mask = caption_batch(corpus, rows, negatives=True)
+        hard_ids, hard_mask = caption_batch(corpus, rows, negatives=True, device=device)
         hard = itm_score(model.heads("itm", model.fuse(
             vision, model.encode_text(hard_ids, hard_mask), hard_mask).pooled))
-        has = corpus.has_negative[rows]
+        has = corpus.has_negative[rows].to(device)
         wins_random += (own > other).float().sum().item()
         wins_hard += (own > hard)[has].float().sum().item()
         n_hard += int(has.sum())
-        caption += model.caption_loss_from_levels(vision.levels, *caption_batch(corpus, rows)
-                                                  ).item() * len(rows)
+        caption += model.caption_loss_from_levels(vision.levels, ids, mask).item() * len(rows)
         n += len(rows)
     return {"val_itm_vs_random": wins_random / n,
             "val_itm_vs_hard": wins_hard / n_hard if n_hard else float("nan"),
