@@ -82,6 +82,8 @@ def test_processes_come_from_the_jobs_resources():
     assert distributed.processes({}) == 1
     assert distributed.processes({"processes": 2, "gpu": 2}) == 2
     assert distributed.processes({"processes": 0}) == 1
+    assert distributed.processes({"gpu": 4}) == 4  # one process per GPU the job asked for
+    assert distributed.processes({"gpu": 1, "processes": 1}) == 1
 
 
 @pytest.mark.slow

@@ -83,9 +83,11 @@ def barrier() -> None:
 
 
 def processes(resources: Mapping[str, Any]) -> int:
-    """Training processes for a job: its `processes` resource (default 1). On GPU nodes ask
-    SLURM for as many GPUs (`gpu`) as processes; torchrun gives each its LOCAL_RANK."""
-    return max(1, int(resources.get("processes", 1) or 1))
+    """Training processes for a job: its `processes` resource if set, else one per GPU the job
+    asked for (`gpu`), else 1. torchrun gives each its LOCAL_RANK, and each rank computes on
+    cuda:LOCAL_RANK (train/compute.py)."""
+    asked = resources.get("processes") or resources.get("gpu") or 1
+    return max(1, int(asked))
 
 
 def relaunch(script: str, nproc: int, *args: str) -> bool:
