@@ -28,6 +28,11 @@ DATASET = config["dataset"]["name"]
 MEDIA = "videos" if config["dataset"]["source"] == "synthetic_video" else "images"
 MEDIA_DIR = f"data/{{dataset}}/{MEDIA}"
 N_SHARDS = config["features"]["shards"]
+# GPUs a training job asks for: one when the config says `compute.device: cuda` (run locally
+# with `--resources gpu=<GPUs on the machine>` so no more jobs start than there are GPUs; the
+# SLURM profile asks per rule), none otherwise ("auto" uses a GPU only where a job sees one).
+TRAINING_GPUS = 1 if config["compute"]["device"] == "cuda" else 0
+CACHE_GPUS = 1 if config["features"]["device"] == "cuda" else 0
 FEATURE_SPLITS = config["features"]["splits"]
 
 

@@ -33,6 +33,7 @@ rule finetune:
     benchmark:
         "benchmarks/runs/{dataset}/finetune/{task}/{regime}/{method}/student-{sseed}/seed-{seed}.tsv"
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=6000,
         runtime=240,
     script:

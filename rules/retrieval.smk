@@ -30,6 +30,7 @@ rule retrieval_slow:
     benchmark:
         "benchmarks/runs/{dataset}/retrieval/seed-{seed}/slow.tsv"
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=6000,
         runtime=240,
     script:
@@ -59,6 +60,7 @@ rule retrieval_fast:
     benchmark:
         "benchmarks/runs/{dataset}/retrieval/seed-{seed}/{fast_model}.tsv"
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=6000,
         runtime=240,
     script:

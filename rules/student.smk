@@ -30,6 +30,7 @@ rule student_pretrain:
     benchmark:
         "benchmarks/runs/{dataset}/student/seed-{sseed}/pretrain.tsv"
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=6000,
         runtime=240,
     script:
@@ -58,6 +59,7 @@ rule student_task_agnostic:
     benchmark:
         "benchmarks/runs/{dataset}/student/seed-{sseed}/agnostic-{variant}.tsv"
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=6000,
         runtime=240,
     script:

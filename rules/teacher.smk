@@ -23,6 +23,7 @@ rule teacher_shard:
     benchmark:
         "benchmarks/runs/{dataset}/teacher/{modality}-{teacher}/shard-{shard}-of-{n}.tsv"
     resources:
+        gpu=CACHE_GPUS,
         mem_mb=4000,
         runtime=120,
     script:

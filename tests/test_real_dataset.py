@@ -5,6 +5,7 @@ official formats, with open_clip teachers (random weights: nothing can be fetche
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -85,6 +86,26 @@ def test_each_real_config_shows_the_full_dag(repo, name):
     for rule in ("data_files", "teacher_shard", "student_pretrain", "student_task_agnostic",
                  "results_table"):
         assert f"rule {rule}:" in output or f"\n{rule} " in output, (rule, output[-2000:])
+    # the training and caching jobs ask for a GPU each (compute.device / features.device: cuda)
+    asks = gpu_asks(output)
+    training = {"teacher_shard", "student_pretrain", "student_task_agnostic", "finetune",
+                "retrieval_slow", "retrieval_fast"}
+    assert {rule: gpus for rule, gpus in asks.items() if rule in training} == {
+        rule: {1} for rule in training & set(asks)}
+    assert asks["results_table"] == {0}
+
+
+def gpu_asks(dry_run: str) -> dict[str, set[int]]:
+    """Each planned rule's `gpu` resource values, from a dry run's job listing."""
+    asks: dict[str, set[int]] = {}
+    rule = None
+    for line in dry_run.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("resources:") and rule:
+            found = re.search(r"gpu=(\d+)", line)
+            asks.setdefault(rule, set()).add(int(found[1]) if found else 0)
+    return asks
 
 
 REAL_CONFIGS = ["coco", "flickr30k", "vqav2", "snli_ve", "vcr"]
