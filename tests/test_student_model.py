@@ -131,7 +131,7 @@ def test_decoder_layers_read_levels_coarse_to_fine(model: Student, tokenizer: To
     seen: list[int] = []
 
     def record(_module: torch.nn.Module, _args: tuple, kwargs: dict) -> None:
-        seen.append(kwargs["context"].shape[1])
+        seen.append(kwargs["keys_values"][0].shape[2])  # keys [B, H, Lk, D / H]
 
     hooks = [
         block.cross_attn.register_forward_pre_hook(record, with_kwargs=True)
@@ -179,6 +179,10 @@ def test_batched_scoring_equals_per_pair_loop(model: Student, tokenizer: Tokeniz
     with torch.no_grad():
         matrix = model.slow_score_matrix(images, ids, mask)
         chunked = model.slow_score_matrix(images, ids, mask, max_pairs=5)
+        split_captions = model.slow_score_matrix(images, ids, mask, max_pairs=3)  # < captions
+        pairs = model.decoder.pair_scores(model.encode_image(images).levels, ids, mask,
+                                          torch.tensor([2, 0, 2, 1]), torch.tensor([0, 3, 3, 1]),
+                                          max_pairs=3)
         loop = torch.empty(3, 4)
         for i in range(3):
             for j in range(4):
@@ -187,6 +191,8 @@ def test_batched_scoring_equals_per_pair_loop(model: Student, tokenizer: Tokeniz
     assert matrix.shape == (3, 4)
     torch.testing.assert_close(matrix, loop, rtol=0, atol=1e-5)
     torch.testing.assert_close(chunked, loop, rtol=0, atol=1e-5)
+    torch.testing.assert_close(split_captions, loop, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pairs, loop[[2, 0, 2, 1], [0, 3, 3, 1]], rtol=0, atol=1e-5)
 
 
 def test_caption_loss_decreases_when_overfitting(tokenizer: Tokenizer) -> None:

@@ -111,19 +111,31 @@ class CaptionDecoder(nn.Module):
     def output_vocabulary(self) -> list[int] | None:
         return self.output_ids.tolist() if len(self.output_ids) else None
 
+    def cross_keys_values(self, image_levels: Sequence[torch.Tensor]
+                          ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each decoder layer's cross-attention keys and values of its pyramid level: an
+        image's share of a caption score, computed once however many captions it is scored
+        with (most of a pair's FLOPs at 224 px)."""
+        return [block.cross_attn.keys_values(image_levels[level])
+                for block, level in zip(self.blocks, self.level_for_layer, strict=True)]
+
     def logits(
-        self, image_levels: Sequence[torch.Tensor], ids: torch.Tensor, direction: str
+        self, image_levels: Sequence[torch.Tensor] | None, ids: torch.Tensor, direction: str,
+        keys_values: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """Next-token logits [B, L, V] for ids already in reading order (no reversal here);
-        V = the closed output vocabulary + 1 when one is set."""
+        V = the closed output vocabulary + 1 when one is set. ``keys_values``: the layers'
+        image keys and values (``cross_keys_values``) instead of ``image_levels``."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         length = ids.shape[1]
         x = self.token_embedding(ids) + self.pos_embedding[:length]
         x = self.drop(x + self.direction_embedding[DIRECTIONS.index(direction)])
         causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
-        for block, level in zip(self.blocks, self.level_for_layer, strict=True):
-            x = block(x, attn_mask=causal, context=image_levels[level])
+        if keys_values is None:
+            keys_values = self.cross_keys_values(image_levels)
+        for block, kv in zip(self.blocks, keys_values, strict=True):
+            x = block(x, attn_mask=causal, context_kv=kv)
         x = self.ln_final(x)
         if len(self.output_ids) == 0:
             return F.linear(x, self.token_embedding.weight)
@@ -132,10 +144,11 @@ class CaptionDecoder(nn.Module):
 
     def token_log_probs(
         self,
-        image_levels: Sequence[torch.Tensor],
+        image_levels: Sequence[torch.Tensor] | None,
         ids: torch.Tensor,
         mask: torch.Tensor,
         direction: str = "forward",
+        keys_values: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """[B, L-1]: column t = log p(token t+1 | tokens <= t, image); 0 where t+1 is padding.
 
@@ -145,7 +158,7 @@ class CaptionDecoder(nn.Module):
             ids = reverse_ids(ids, mask)
         # Causal attention makes trailing padding irrelevant, so skip the columns no row uses.
         n = used_columns(mask)
-        logits = self.logits(image_levels, ids[:, : n - 1], direction)
+        logits = self.logits(image_levels, ids[:, : n - 1], direction, keys_values)
         targets = ids[:, 1:n]
         if len(self.output_ids):
             targets = self.target_index[targets]
@@ -155,25 +168,30 @@ class CaptionDecoder(nn.Module):
 
     def caption_log_likelihood(
         self,
-        image_levels: Sequence[torch.Tensor],
+        image_levels: Sequence[torch.Tensor] | None,
         ids: torch.Tensor,
         mask: torch.Tensor,
         direction: str = "forward",
+        keys_values: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """[B]: sum of log p over the real target tokens (content and EOT; SOT is given)."""
-        return self.token_log_probs(image_levels, ids, mask, direction).sum(dim=1)
+        return self.token_log_probs(image_levels, ids, mask, direction, keys_values).sum(dim=1)
 
     def length_normalised_score(
         self,
-        image_levels: Sequence[torch.Tensor],
+        image_levels: Sequence[torch.Tensor] | None,
         ids: torch.Tensor,
         mask: torch.Tensor,
         directions: Sequence[str] = DIRECTIONS,
+        keys_values: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """[B]: h_slow = fwd / len + bwd / len, len = number of target tokens (only the forward
-        term for a model trained forward-only)."""
+        term for a model trained forward-only). The image keys and values serve both
+        directions."""
+        if keys_values is None:
+            keys_values = self.cross_keys_values(image_levels)
         n = mask[:, 1:].sum(dim=1).clamp(min=1)
-        return sum(self.caption_log_likelihood(image_levels, ids, mask, d) / n
+        return sum(self.caption_log_likelihood(None, ids, mask, d, keys_values) / n
                    for d in directions)
 
     def pairwise_scores(
@@ -186,14 +204,33 @@ class CaptionDecoder(nn.Module):
     ) -> torch.Tensor:
         """[N, M] h_slow of every image (N) with every caption (M), scored as batched pairs.
 
-        Pairs are laid out image-major and scored ``max_pairs`` at a time to bound the
-        [pairs, L, V] logits; each chunk is one batched forward pass.
+        Blocks of images times blocks of captions, at most ``max_pairs`` pairs per batched
+        forward pass (bounding the [pairs, L, V] logits). A block's image keys and values are
+        computed once and shared by all its captions, and the blocks are fixed by the shapes
+        alone, so nothing waits on the device.
         """
         n_img, n_txt = image_levels[0].shape[0], ids.shape[0]
-        img_idx = torch.arange(n_img, device=ids.device).repeat_interleave(n_txt)
-        txt_idx = torch.arange(n_txt, device=ids.device).repeat(n_img)
-        scores = self.pair_scores(image_levels, ids, mask, img_idx, txt_idx, max_pairs, directions)
-        return scores.view(n_img, n_txt)
+        per_block = max(1, min(n_txt, max_pairs))  # captions per forward pass
+        images_per_block = max(1, max_pairs // per_block)
+        rows = []
+        for i0 in range(0, n_img, images_per_block):
+            block = self.cross_keys_values([lv[i0:i0 + images_per_block] for lv in image_levels])
+            n_block = block[0][0].shape[0]
+            row = []
+            for t0 in range(0, n_txt, per_block):
+                captions = slice(t0, t0 + per_block)
+                pair_ids, pair_mask = trim_padding(ids[captions], mask[captions])
+                n_cap = pair_ids.shape[0]
+                keys_values = [(k.repeat_interleave(n_cap, dim=0),
+                                v.repeat_interleave(n_cap, dim=0)) for k, v in block]
+                scores = self.length_normalised_score(
+                    None, pair_ids.repeat(n_block, 1), pair_mask.repeat(n_block, 1), directions,
+                    keys_values)
+                row.append(scores.view(n_block, n_cap))
+            rows.append(torch.cat(row, dim=1))
+        if not rows:
+            return torch.empty(0, n_txt, device=ids.device)
+        return torch.cat(rows)
 
     def pair_scores(
         self,
@@ -206,12 +243,17 @@ class CaptionDecoder(nn.Module):
         directions: Sequence[str] = DIRECTIONS,
     ) -> torch.Tensor:
         """[P] h_slow of the pairs (image_index[p], text_index[p]), ``max_pairs`` per batched
-        forward pass (re-ranking scores each query's K candidates this way)."""
+        forward pass (re-ranking scores each query's K candidates this way). Each distinct
+        image of a chunk has its keys and values computed once and shared by its pairs: an
+        image-major chunk of an all-pairs matrix holds one or a few images."""
         scores = []
         for start in range(0, len(image_index), max_pairs):
             ii = image_index[start : start + max_pairs]
             tt = text_index[start : start + max_pairs]
-            levels = [lv[ii] for lv in image_levels]
+            images, pair_image = torch.unique(ii, return_inverse=True)
+            keys_values = [(k[pair_image], v[pair_image]) for k, v in
+                           self.cross_keys_values([lv[images] for lv in image_levels])]
             pair_ids, pair_mask = trim_padding(ids[tt], mask[tt])  # this chunk's longest caption
-            scores.append(self.length_normalised_score(levels, pair_ids, pair_mask, directions))
+            scores.append(self.length_normalised_score(None, pair_ids, pair_mask, directions,
+                                                       keys_values))
         return torch.cat(scores) if scores else torch.empty(0, device=ids.device)

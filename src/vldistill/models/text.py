@@ -27,18 +27,24 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.resid_drop = nn.Dropout(dropout)
 
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [B, H, Lk, D / H] of ``context`` [B, Lk, D]: computed once per image,
+        a cross-attention's keys and values serve every caption scored against it."""
+        b, lk, d = context.shape
+        k, v = self.kv(context).view(b, lk, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
     def forward(
         self,
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
+        keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        ctx = x if context is None else context
         b, lq, d = x.shape
-        lk = ctx.shape[1]
         hd = d // self.heads
         q = self.q(x).view(b, lq, self.heads, hd).transpose(1, 2)
-        k, v = self.kv(ctx).view(b, lk, 2, self.heads, hd).permute(2, 0, 3, 1, 4)
+        k, v = keys_values or self.keys_values(x if context is None else context)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
@@ -76,12 +82,13 @@ class Block(nn.Module):
         x: torch.Tensor,
         attn_mask: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), attn_mask=attn_mask)
         if self.cross_attn is not None:
-            if context is None:
+            if context is None and context_kv is None:
                 raise ValueError("a cross-attention block needs a context")
-            x = x + self.cross_attn(self.ln_cross(x), context=context)
+            x = x + self.cross_attn(self.ln_cross(x), context=context, keys_values=context_kv)
         return x + self.mlp(self.ln_2(x))
 
 
