@@ -27,7 +27,7 @@ def test_each_torchrun_rank_takes_its_local_gpu(monkeypatch):
 def test_bad_settings_name_the_key():
     with pytest.raises(ValueError, match="compute.precision"):
         Compute(precision="fp16")
-    with pytest.raises(ValueError, match="unknown Compute key"):
+    with pytest.raises(ValueError, match="compute: unknown key"):
         Compute.from_dict({"devices": "cpu"})
 
 

@@ -166,5 +166,5 @@ def test_no_methods_to_compare_writes_an_empty_table(tmp_path):
                             csv_path=tmp_path / "e.csv", markdown_path=tmp_path / "e.md")
     assert effects.is_empty() and read_effects(tmp_path / "e.csv").is_empty()
     assert "No effect to report" in (tmp_path / "e.md").read_text()
-    with pytest.raises(ValueError, match="unknown effects key"):
+    with pytest.raises(ValueError, match="effects: unknown key"):
         BootstrapConfig.from_dict({"resamples": 10, "level": 0.95, "seed": 0, "x": 1})

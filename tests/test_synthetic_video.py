@@ -223,7 +223,7 @@ def test_config_defaults_and_from_dict() -> None:
     cfg = SyntheticVideoConfig.from_dict({"n_frames": 16, "extension": ".npy"})
     assert (cfg.image_size, cfg.n_frames, cfg.fps, cfg.extension) == (64, 16, 8, ".npy")
     assert set(cfg.counts) == set(SPLITS)
-    with pytest.raises(ValueError, match="unknown synthetic video config key 'frames'"):
+    with pytest.raises(ValueError, match=r"synthetic_video: unknown key\(s\) \['frames'\]"):
         SyntheticVideoConfig.from_dict({"frames": 8})
 
 

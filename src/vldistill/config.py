@@ -7,10 +7,11 @@ into one readable list and adds the cross-key rules a schema cannot express.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
@@ -18,6 +19,24 @@ import yaml
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message lists every problem with its key path."""
+
+
+_Section = TypeVar("_Section")
+
+
+def read_section(cls: type[_Section], values: Mapping[str, Any] | None,
+                 where: str) -> _Section:
+    """The config dataclass ``cls`` from a config section; the one reader every settings
+    dataclass uses. An unknown key fails as the schema check words it: the section's dotted
+    path, the unknown keys and the allowed ones."""
+    values = {} if values is None else values
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    allowed = sorted(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed keys are {allowed}")
+    return cls(**values)
 
 
 def key_path(parts: Iterable[Any]) -> str:

@@ -15,7 +15,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import polars as pl
 from PIL import Image
 from tqdm import tqdm
 
+from vldistill.config import read_section
 from vldistill.data import language
 from vldistill.data.manifest import SCHEMAS, SPLITS, VE_LABELS, manifest_path, write_manifest
 from vldistill.data.scenes import GRID, Geometry, Scene, geometry, render, sample_scene
@@ -94,13 +95,7 @@ class SyntheticConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SyntheticConfig:
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ValueError(
-                    f"unknown synthetic config key {key!r}; expected some of {sorted(known)}"
-                )
-        return cls(**dict(d))
+        return read_section(cls, d, "synthetic")
 
 
 def image_rng(seed: int, split: str, index: int, stream: str) -> np.random.Generator:

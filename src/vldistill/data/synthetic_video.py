@@ -29,7 +29,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from vldistill.config import read_section
 from vldistill.data.manifest import SCHEMAS, SPLITS, manifest_path, write_manifest
 from vldistill.data.scenes import (
     BACKGROUNDS,
@@ -152,13 +153,7 @@ class SyntheticVideoConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SyntheticVideoConfig:
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ValueError(
-                    f"unknown synthetic video config key {key!r}; expected some of {sorted(known)}"
-                )
-        return cls(**dict(d))
+        return read_section(cls, d, "synthetic_video")
 
 
 def clip_rng(seed: int, split: str, index: int, stream: str) -> np.random.Generator:

@@ -9,17 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-_C = TypeVar("_C")
-
-
-def _from_dict(cls: type[_C], d: dict[str, Any]) -> _C:
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key in d:
-        if key not in known:
-            raise ValueError(f"unknown {cls.__name__} key {key!r}; expected one of {sorted(known)}")
-    return cls(**d)
+from vldistill.config import read_section
 
 
 def _check_positive(owner: str, **values: int) -> None:
@@ -102,7 +94,7 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudentConfig:
-        return _from_dict(cls, d)
+        return read_section(cls, d, "student")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -147,7 +139,7 @@ class HeadsConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HeadsConfig:
-        return _from_dict(cls, d)
+        return read_section(cls, d, "heads")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from vldistill.config import read_section
 from vldistill.eval.retrieval import KS, Ranks
 from vldistill.io import atomic_output
 from vldistill.results.finetune import METRICS, regime_order
@@ -72,11 +73,7 @@ class BootstrapConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BootstrapConfig:
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ValueError(f"unknown effects key(s) {unknown}; valid keys: {sorted(valid)}")
-        cfg = cls(**d)
+        cfg = read_section(cls, d, "effects")
         if cfg.resamples < 1 or not 0 < cfg.level < 1:
             raise ValueError(f"effects needs resamples >= 1 and 0 < level < 1, got {cfg}")
         return cfg

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
+from vldistill.config import read_section
 from vldistill.teachers.base import (
     TextTeacher,
     TextTeacherConfig,
@@ -14,17 +14,9 @@ from vldistill.teachers.base import (
 
 
 def _config_from_dict(cls: type, section: str, d: dict[str, Any]) -> Any:
-    if not isinstance(d, dict):
-        raise ValueError(f"{section} teacher config must be a mapping, got {type(d).__name__}")
-    valid = [f.name for f in fields(cls)]
-    unknown = [k for k in d if k not in valid]
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {unknown} in the {section} teacher config; valid keys: {valid}"
-        )
-    if "name" not in d:
-        raise ValueError(f"the {section} teacher config lacks the required key 'name'")
-    return cls(**d)
+    if isinstance(d, dict) and "name" not in d:
+        raise ValueError(f"teachers.{section}: lacks the required key 'name'")
+    return read_section(cls, d, f"teachers.{section}")
 
 
 def vision_config_from_dict(d: dict[str, Any]) -> VisionTeacherConfig:

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from vldistill.config import read_section
+
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
@@ -35,9 +37,7 @@ class Compute:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Compute:
-        from vldistill.models.config import _from_dict
-
-        return _from_dict(cls, d or {})
+        return read_section(cls, d, "compute")
 
     def torch_device(self) -> torch.device:
         """The device this process computes on (one per rank under torchrun)."""

@@ -20,7 +20,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from vldistill.config import read_section
 from vldistill.io import atomic_output
 from vldistill.train import distributed
 from vldistill.train.compute import Compute
@@ -50,11 +51,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ValueError(f"unknown training key(s) {unknown}; valid keys: {sorted(valid)}")
-        return cls(**d)
+        return read_section(cls, d, "training")
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:

@@ -22,11 +22,12 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from vldistill.config import read_section
 from vldistill.data.images import ImageBank
 from vldistill.data.manifest import manifest_path, read_manifest
 from vldistill.data.truth import CaptionTruth
 from vldistill.data.video import VisualBank, load_visual_bank
-from vldistill.models.config import StudentConfig, _from_dict
+from vldistill.models.config import StudentConfig
 from vldistill.models.fusion import FusedOutput
 from vldistill.models.heads import itm_score
 from vldistill.models.student import Student
@@ -45,7 +46,7 @@ class PretrainObjective:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PretrainObjective:
-        return _from_dict(cls, d)
+        return read_section(cls, d, "pretrain.objective")
 
 
 @dataclass
