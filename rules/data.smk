@@ -18,6 +18,8 @@ if SOURCE == "files":
             image_roots=config.get("image_roots"),
             seed=config["seed"],
             skip_bad_examples=config["dataset"]["skip_bad_examples"],
+            # the tables the configured stages train on: each must have train rows
+            needs=["captions", *config["finetune"]["tasks"]],
         log:
             "logs/{dataset}/data_files.log",
         benchmark:

@@ -122,3 +122,44 @@ def test_bad_config_fails_before_any_job_runs(repo, tmp_path, override, message)
     assert message in result.stdout + result.stderr
     for artifacts in ("data", "features", "models", "results", "logs"):
         assert not (workdir / artifacts).exists()
+
+
+VQA_ONLY = """
+dataset: {name: mine, source: files}
+image_roots: {coco: [/data/coco/train2014]}
+sources:
+  - {format: vqa_v2, images: coco, annotations: {train: raw/q.json}}
+finetune: {tasks: [vqa, ve]}
+"""
+
+
+def test_sources_that_cannot_feed_a_stage_are_refused_with_the_ways_out(schema, default):
+    """A VQA-only dataset used to fail minutes into pre-training with an internal message; the
+    check names each stage that lacks its data, what the sources give and what to do."""
+    from snakemake.utils import update_config
+
+    update_config(default, yaml.safe_load(VQA_ONLY))
+    message = errors_of(default, schema)
+    assert ("sources: every run pre-trains its student on captions, but this dataset's sources "
+            "give vqa. Add a captions source (format karpathy") in message
+    assert "retrieval: Fast and Slow retrieval search images by their captions" in message
+    assert "or remove the retrieval section" in message
+    assert "finetune.tasks: 've' needs a snli_ve source, but the sources give vqa. Add one, or " \
+        "drop 've' from finetune.tasks" in message
+    assert "'vqa' needs" not in message  # the VQA source feeds the VQA task
+
+
+def test_a_table_without_training_rows_fails_the_data_rule_naming_the_stage(tmp_path):
+    from vldistill.stages.data import require_training_rows
+
+    counts = {"train": {"images": 10, "captions": 0, "vqa": 40},
+              "test": {"images": 5, "captions": 25, "vqa": 0}}
+    require_training_rows(counts, ["vqa"], tmp_path)  # the vqa task has its rows
+    with pytest.raises(ValueError) as info:
+        require_training_rows(counts, ["captions", "vqa"], tmp_path / "mine")
+    message = str(info.value)
+    assert "pre-training (and retrieval) needs captions in the train split, but the manifests " \
+        "hold none (train: images 10, captions 0, vqa 40; test: images 5, captions 25, vqa 0)" \
+        in message
+    assert "the vqa task" not in message
+    assert "sources[].splits" in message

@@ -131,6 +131,41 @@ def semantic_errors(config: dict) -> list[str]:
                 "(a Hugging Face model id or a local directory)"
             )
     problems += retrieval_errors(config)
+    problems += stage_data_errors(config)
+    return problems
+
+
+# the manifest table each official format fills (data/formats/)
+FORMAT_TABLES: dict[str, str] = {"karpathy": "captions", "vatex": "captions", "vqa_v2": "vqa",
+                                 "snli_ve": "ve", "vcr": "vcr"}
+TABLE_FORMATS: dict[str, str] = {"captions": "karpathy (or vatex for clips)", "vqa": "vqa_v2",
+                                 "ve": "snli_ve", "vcr": "vcr"}
+
+
+def stage_data_errors(config: dict) -> list[str]:
+    """A real dataset whose sources cannot feed a configured stage, found before any job runs:
+    which stage needs what, what the sources give, and the ways out."""
+    if config.get("dataset", {}).get("source") != "files" or not config.get("sources"):
+        return []
+    given = sorted({FORMAT_TABLES[s["format"]] for s in config["sources"]
+                    if s.get("format") in FORMAT_TABLES})
+    has = ", ".join(given) or "nothing"
+    problems = []
+    if "captions" not in given:
+        problems.append(
+            f"sources: every run pre-trains its student on captions, but this dataset's sources "
+            f"give {has}. Add a captions source (format karpathy, e.g. the Karpathy captions of "
+            "the same images; docs/real-datasets.md); starting from a student trained on another "
+            "dataset is not supported yet")
+        if config.get("retrieval"):
+            problems.append(f"retrieval: Fast and Slow retrieval search images by their captions, "
+                            f"but the sources give {has}. Add a captions source, or remove the "
+                            "retrieval section")
+    for task in config.get("finetune", {}).get("tasks") or []:
+        if task not in given:
+            problems.append(
+                f"finetune.tasks: {task!r} needs a {TABLE_FORMATS[task]} source, but the sources "
+                f"give {has}. Add one, or drop {task!r} from finetune.tasks")
     return problems
 
 

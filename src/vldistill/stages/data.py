@@ -84,10 +84,29 @@ def load_source(source: dict[str, Any], root: Path, seed: int) -> Tables:
     return tables
 
 
+def require_training_rows(counts: dict[str, dict[str, int]], needs: Sequence[str],
+                          root: str | Path) -> None:
+    """Fail naming the stage when a table the configured stages train on has no train rows
+    (e.g. a source's splits mapped nothing to train): now, not minutes into pre-training."""
+    stage = {"captions": "pre-training (and retrieval)", "vqa": "the vqa task",
+             "ve": "the ve task", "vcr": "the vcr task"}
+    empty = [table for table in needs if not counts.get("train", {}).get(table)]
+    if empty:
+        have = "; ".join(f"{split}: " + ", ".join(f"{t} {n}" for t, n in tables.items())
+                         for split, tables in counts.items())
+        lacking = "; ".join(f"{stage.get(t, t)} needs {t} in the train split" for t in empty)
+        raise ValueError(
+            f"{root}: {lacking}, but the manifests hold none ({have}). Map an official split to "
+            "train in sources[].splits, add a source with training data, or drop the stage "
+            "(finetune.tasks, the retrieval section)")
+
+
 def make_from_sources(sources: Sequence[dict[str, Any]], image_roots: dict[str, list[str]],
-                      seed: int, root: str | Path, summary_path: str | Path) -> dict:
+                      seed: int, root: str | Path, summary_path: str | Path,
+                      needs: Sequence[str] = ()) -> dict:
     """A real dataset: link its image folders, read every source in its official format and
-    write the manifests; the summary records counts and images shared between splits."""
+    write the manifests; the summary records counts and images shared between splits.
+    ``needs``: the tables the configured stages train on, each checked to have train rows."""
     start = time.perf_counter()
     root = Path(root)
     unknown = sorted({s["images"] for s in sources} - set(image_roots))
@@ -96,6 +115,7 @@ def make_from_sources(sources: Sequence[dict[str, Any]], image_roots: dict[str, 
     linked = link_image_roots(root, image_roots)
     tables = combine(*(load_source(source, root, seed) for source in sources))
     counts = write_dataset(root, tables)
+    require_training_rows(counts, needs, root)
     shared = images_in_several_splits(tables)
     if shared:
         # e.g. a Karpathy train image whose VQA v2 questions fell into test: reported, as papers do
