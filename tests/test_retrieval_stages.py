@@ -7,8 +7,14 @@ from safetensors.torch import load_file
 
 from vldistill.data.synthetic import SyntheticConfig, generate
 from vldistill.models.config import StudentConfig
-from vldistill.models.factory import create_student, save_checkpoint
-from vldistill.stages.retrieval import create_fast, load_fast, load_slow, train_fast, train_slow
+from vldistill.models.factory import (
+    create_fast,
+    create_student,
+    load_fast,
+    load_slow,
+    save_checkpoint,
+)
+from vldistill.stages.retrieval import train_fast, train_slow
 
 STUDENT = {"image_size": 64, "width": 32, "pyramid_channels": [8, 16, 32], "heads": 2,
            "text_layers": 1, "fusion_layers": 1, "decoder_layers": 3, "context_length": 32}

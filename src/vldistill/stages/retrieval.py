@@ -10,7 +10,6 @@ of two models on the same queries.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -20,8 +19,6 @@ from typing import Any
 
 import polars as pl
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, load_model, save_model
 
 from vldistill.data.images import iter_image_batches
 from vldistill.data.manifest import manifest_path, read_manifest
@@ -34,9 +31,15 @@ from vldistill.eval.retrieval import (
     ranks_metrics,
     retrieval_metrics,
 )
-from vldistill.io import atomic_output, canonicalise_safetensors
 from vldistill.models.config import StudentConfig
-from vldistill.models.factory import create_student, load_checkpoint
+from vldistill.models.factory import (
+    create_fast,
+    create_student,
+    load_checkpoint,
+    load_fast,
+    load_slow,
+    save_fast,
+)
 from vldistill.models.fast import FastDualEncoder
 from vldistill.models.fusion import DIRECTIONS
 from vldistill.models.student import Student
@@ -117,30 +120,6 @@ def train_slow(*, root: str | Path, init: str, start: str | Path | None, student
     return finish_student(model, history, out_path, metrics_path,
                           {"stage": "slow", "init": init, "progressive": progressive,
                            "directions": list(directions), "seeds": seeds})
-
-
-def load_slow(path: str | Path) -> tuple[Student, tuple[str, ...]]:
-    """The Slow model in eval mode and the caption directions its score h_slow sums."""
-    model, _, extra = load_checkpoint(path)
-    return model, tuple(extra.get("directions", DIRECTIONS))
-
-
-def create_fast(cfg: StudentConfig, embed_dim: int, start: str | Path | None) -> FastDualEncoder:
-    """A Fast model, its towers copied from a student checkpoint when ``start`` is given."""
-    model = FastDualEncoder(cfg, embed_dim)
-    if start is not None:
-        weights = load_file(str(start))
-        # the student stores its shared token embedding once, possibly under the decoder's name
-        if "text.token_embedding.weight" not in weights:
-            weights["text.token_embedding.weight"] = weights["decoder.token_embedding.weight"]
-        own = model.state_dict()
-        towers = {k: v for k, v in weights.items()
-                  if k.startswith(("vision.", "text.")) and k in own and own[k].shape == v.shape}
-        missing = [k for k in own if k.startswith(("vision.", "text.")) and k not in towers]
-        if missing:
-            raise ValueError(f"{start} lacks tower weights {missing[:5]}")
-        model.load_state_dict(towers, strict=False)
-    return model
 
 
 def train_fast(*, root: str | Path, init: str, start: str | Path | None, student: dict,
@@ -247,29 +226,6 @@ def _one_caption_per_image(corpus: CaptionCorpus, rows: torch.Tensor) -> torch.T
             seen.add(image)
             keep.append(i)
     return rows[keep]
-
-
-FAST_FORMAT = "vldistill.fast/1"
-
-
-def save_fast(path: str | Path, model: FastDualEncoder, extra: dict[str, Any]) -> None:
-    metadata = {"format": FAST_FORMAT, "embed_dim": str(model.embed_dim),
-                "student_config": json.dumps(model.cfg.to_dict(), sort_keys=True),
-                "extra": json.dumps(extra, sort_keys=True)}
-    with atomic_output(path) as tmp:
-        save_model(model, str(tmp), metadata=metadata)
-        canonicalise_safetensors(tmp)
-
-
-def load_fast(path: str | Path) -> tuple[FastDualEncoder, dict[str, Any]]:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != FAST_FORMAT:
-        raise ValueError(f"{path}: not a {FAST_FORMAT} checkpoint")
-    model = FastDualEncoder(StudentConfig.from_dict(json.loads(meta["student_config"])),
-                            int(meta["embed_dim"]))
-    load_model(model, str(path), strict=True)
-    return model.eval(), json.loads(meta["extra"])
 
 
 def timed(fn, *args, **kwargs) -> tuple[Any, float]:

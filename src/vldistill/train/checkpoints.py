@@ -18,7 +18,7 @@ from typing import Any
 from safetensors.torch import load_file
 
 from vldistill.io import write_json
-from vldistill.models.factory import save_checkpoint
+from vldistill.models.factory import matching_weights, save_checkpoint
 from vldistill.models.student import Student
 from vldistill.train.distributed import is_main
 from vldistill.train.loop import summarise_history
@@ -47,7 +47,7 @@ def load_backbone(model: Student, checkpoint: str | Path) -> list[str]:
     """
     weights = load_file(str(checkpoint))
     own = model.state_dict()
-    loadable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    loadable = matching_weights(model, weights)
     model.load_state_dict(loadable, strict=False)
     # Tied weights (token embedding = LM head) are stored once under one of their names.
     loaded_storage = {own[k].data_ptr() for k in loadable}
