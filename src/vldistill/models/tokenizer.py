@@ -62,15 +62,20 @@ def reverse_ids(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ids.gather(1, src)
 
 
-def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def trim_padding(ids: torch.Tensor, mask: torch.Tensor, device: torch.device | str | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop the trailing columns that no row of the batch uses (any leading dims).
 
     Texts are tokenised once to the full context length, but a batch of short questions needs
     only its longest row: attention cost grows with the columns, and padding changes no output.
-    Trim on the host, before a batch moves to the device (``used_columns``).
+    Trim on the host, before a batch moves to the device (``used_columns``); with ``device``
+    the trimmed batch is then moved there.
     """
     n = used_columns(mask)
-    return ids[..., :n], mask[..., :n]
+    ids, mask = ids[..., :n], mask[..., :n]
+    if device is None:
+        return ids, mask
+    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
 def used_columns(mask: torch.Tensor) -> int:

@@ -230,8 +230,7 @@ def _loss_fn(model: Student, data: TaskData, val_data: TaskData | None, bank, ma
         device = m.device
         vision = m.encode_image(bank.at(data.image_rows[rows], device))
         task = task_loss(task_logits(m, data, rows, vision=vision), data, rows)
-        ids, mask = trim_padding(primary_ids[rows], primary_mask[rows])  # on the host
-        ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+        ids, mask = trim_padding(primary_ids[rows], primary_mask[rows], device)
         text = m.encode_text(ids, mask)
         # the fused target fuses the image with the distilled text (VCR's is the question)
         fused = m.fuse(vision, text, mask) if mad_cfg.fused != "none" else None

@@ -108,12 +108,8 @@ def caption_batch(corpus: CaptionCorpus, rows: torch.Tensor, negatives: bool = F
     """(ids, mask) of the rows' captions (or their hard negatives), trimmed to the longest on
     the host, then moved to ``device``."""
     if negatives:
-        ids, mask = trim_padding(corpus.negative_ids[rows], corpus.negative_mask[rows])
-    else:
-        ids, mask = trim_padding(corpus.ids[rows], corpus.mask[rows])
-    if device is None:
-        return ids, mask
-    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+        return trim_padding(corpus.negative_ids[rows], corpus.negative_mask[rows], device)
+    return trim_padding(corpus.ids[rows], corpus.mask[rows], device)
 
 
 def select_vision(vision: VisionOutput, index: torch.Tensor) -> VisionOutput:

@@ -203,8 +203,7 @@ def task_logits(model: Student, data: TaskData, rows: torch.Tensor,
         vision = model.encode_image(images.to(device))
     if len(vision.pooled) != len(rows):
         raise ValueError(f"vision outputs for {len(vision.pooled)} images but {len(rows)} rows")
-    ids, mask = trim_padding(data.ids[rows], data.mask[rows])  # on the host, then moved
-    ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+    ids, mask = trim_padding(data.ids[rows], data.mask[rows], device)  # on the host, then moved
     if data.task != "vcr":
         fused = model.fuse(vision, model.encode_text(ids, mask), mask)
         return model.heads(data.task, fused.pooled)
