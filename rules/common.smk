@@ -157,11 +157,6 @@ def finetune_inputs(wildcards):
     return inputs
 
 
-def finetune_training(wildcards):
-    # Only this task's settings reach its jobs: a per-task edit re-runs that task alone.
-    return {**FINETUNE["training"], **FINETUNE.get("per_task", {}).get(wildcards.task, {})}
-
-
 def finetune_metrics(dataset=DATASET):
     return expand(
         "models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/metrics.json",

@@ -20,7 +20,8 @@ rule finetune:
         item_scores="models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/item_scores.parquet",
     params:
         compute=config["compute"],  # device and precision (train/compute.py)
-        training=finetune_training,
+        # only this task's settings reach its jobs: a per-task edit re-runs that task alone
+        training=lambda wc: {**FINETUNE["training"], **FINETUNE["per_task"].get(wc.task, {})},
         # fused comes from mad.distill: both stages distil the same targets
         distill=lambda wc: (
             {**FINETUNE["distill"], "fused": config["mad"]["distill"]["fused"]}

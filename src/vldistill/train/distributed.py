@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from vldistill.workflow import rule_logging
 
 
 def world() -> tuple[int, int]:
@@ -102,3 +104,13 @@ def relaunch(script: str, nproc: int, *args: str) -> bool:
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                     f"--nproc_per_node={nproc}", script, *args], check=True)
     return True
+
+
+def run_training_rule(smk: Any, stage: Callable[..., Any], **arguments: Any) -> None:
+    """What each training rule's script does: log to the rule's log on the job's share of the
+    threads, then run ``stage(**arguments)`` here, or, when the job has more than one process
+    (`processes` or `gpu` resource), under torchrun, which re-runs the script once per worker."""
+    nproc = processes(smk.resources)
+    with rule_logging(smk.log[0], max(1, smk.threads // nproc)):
+        if not relaunch(sys.argv[0], nproc):
+            stage(**arguments)
