@@ -17,4 +17,5 @@ with rule_logging(smk.log[0], smk.threads):
         nprobe=smk.params.index["nprobe"],
         out_path=smk.output.index,
     )
-    write_json(info, smk.output.info)
+    # the split too, so a search knows which images the index rows are
+    write_json({**info, "split": smk.params.split}, smk.output.info)

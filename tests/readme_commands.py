@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-PROGRAMS = ("snakemake", "make", "dvc", "git")
+PROGRAMS = ("snakemake", "make", "dvc", "git", ".venv/bin/python")
 
 
 @dataclass(frozen=True)
