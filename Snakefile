@@ -40,10 +40,13 @@ localrules:
     finetune_report,
     retrieval_report,
     results_table,
+    training_curves,
+    retrieval_panel,
 
 
 # The default target: the results table (which needs every fine-tuning job and, when the config
-# has a `retrieval` section, every retrieval result), its plots, and both teacher caches.
+# has a `retrieval` section, every retrieval result), its plots and figures (training curves,
+# retrieval panels), and both teacher caches.
 rule all:
     default_target: True
     input:

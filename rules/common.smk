@@ -265,6 +265,28 @@ PLOTS = [*(["lowshot"] if FINETUNE["tasks"] else []),
          *(["recall_vs_k", "accuracy_vs_latency"] if RETRIEVAL else [])]
 
 
+def training_metrics(dataset=DATASET):
+    """The metrics (with per-step history) of every training job of the first student,
+    fine-tuning and retrieval seed: the training curves show one run, not a tangle of seeds."""
+    sseed = STUDENT_SEEDS[0]
+    students = ["pretrained", *sorted({AGNOSTIC_START[m] for m in FINETUNE["methods"]})]
+    return [
+        *(student_path(variant, sseed).format(dataset=dataset).removesuffix(".safetensors")
+          + ".json" for variant in students),
+        *(expand("models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/"
+                 "metrics.json", dataset=dataset, sseed=sseed, task=FINETUNE["tasks"],
+                 regime=FINETUNE["regimes"], method=FINETUNE["methods"],
+                 seed=FINETUNE["seeds"][0]) if FINETUNE["tasks"] else []),
+        *(expand("models/{dataset}/retrieval/seed-{seed}/{model}.json", dataset=dataset,
+                 seed=RETRIEVAL_SEEDS[0], model=["slow", *FAST_MODELS]) if RETRIEVAL else []),
+    ]
+
+
+# what a reader sees of each ranked model: a few fixed queries and their top images
+PANELS = [f"retrieval_panel_{model}" for model in RANKED_MODELS] if RETRIEVAL else []
+FIGURES = [f"results/plots/{name}.png" for name in ["training_curves", *PANELS]]
+
+
 BUILT_FROM = {
     "dataset": DATASET,
     "source": config["dataset"]["source"],

@@ -47,12 +47,59 @@ rule effects:
         "../scripts/effects.py"
 
 
+rule training_curves:
+    """Every training job's loss terms per step and held-out validation, one panel per job."""
+    input:
+        training_metrics(),
+    output:
+        report("results/plots/training_curves.png", caption="../report/training_curves.rst",
+               category="Plots"),
+    log:
+        "logs/report/training_curves.log",
+    benchmark:
+        "benchmarks/runs/report/training_curves.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/training_curves.py"
+
+
+rule retrieval_panel:
+    """A ranked model's top images for a few fixed queries of the first retrieval seed."""
+    input:
+        manifests=expand(manifests(tables=["images", "captions"], splits=[GALLERY_SPLIT]),
+                         dataset=DATASET) if RETRIEVAL else [],
+        images=f"data/{DATASET}/{MEDIA}",
+        ranks=lambda wc: f"results/{DATASET}/retrieval/seed-{RETRIEVAL_SEEDS[0]}/"
+                         f"{wc.model}.ranks.parquet",
+    output:
+        report("results/plots/retrieval_panel_{model}.png",
+               caption="../report/retrieval_panel.rst", category="Plots"),
+    wildcard_constraints:
+        model="|".join(RANKED_MODELS) or "(?!)",
+    params:
+        split=GALLERY_SPLIT,
+        seed=RETRIEVAL_SEEDS[0] if RETRIEVAL else None,
+    log:
+        "logs/report/retrieval_panel_{model}.log",
+    benchmark:
+        "benchmarks/runs/report/retrieval_panel_{model}.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/retrieval_panel.py"
+
+
 rule results_table:
-    """The results table (long CSV, paper-style Markdown, metrics.json for DVC) and its plots."""
+    """The results table (long CSV, paper-style Markdown, metrics.json for DVC) and its plots;
+    table.md links every figure."""
     input:
         summaries=table_summaries(),
         validation=f"data/{DATASET}/validation.json",
         effects=rules.effects.output.csv,
+        figures=FIGURES,  # linked from table.md
     output:
         table=report("results/table.csv", caption="../report/table.rst", category="Results"),
         timings=report("results/timings.csv", caption="../report/timings.rst",

@@ -14,7 +14,8 @@ with rule_logging(smk.log[0], smk.threads) as log:
                         metrics_path=smk.output.metrics,
                         validation_paths=[smk.input.validation],
                         effects_path=smk.input.effects,
-                        built_from=dict(smk.params.built_from))
+                        built_from=dict(smk.params.built_from),
+                        figures=[*smk.output.plots, *smk.input.figures])
     log.info("results table: %d rows", len(table))
     for path in smk.output.plots:
         getattr(plots, f"plot_{Path(path).stem}")(table, path)

@@ -15,8 +15,8 @@ from vldistill.results.effects import (
     paired_differences,
     read_effects,
     write_effects,
-    write_query_ranks,
 )
+from vldistill.results.ranks import write_query_ranks
 
 CFG = BootstrapConfig(resamples=500, level=0.95, seed=0)
 

@@ -172,9 +172,13 @@ def test_the_results_table_and_plots(tiny_run):
     assert vqa == pytest.approx(table.filter(
         (pl.col("task") == "vqa") & (pl.col("regime") == "full") & (pl.col("split") == "test")
         & (pl.col("method") == "mad"))["value"].item())
-    for name in ("lowshot", "recall_vs_k", "accuracy_vs_latency"):
+    ranked = ("fast", "fast_distilled", "slow", "rerank_k1", "rerank_k4")
+    figures = ["lowshot", "recall_vs_k", "accuracy_vs_latency", "training_curves",
+               *(f"retrieval_panel_{m}" for m in ranked)]
+    for name in figures:
         png = (tiny_run / "results/plots" / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000
+        assert f"(plots/{name}.png)" in text  # table.md links every figure
 
 
 @pytest.mark.slow

@@ -134,7 +134,7 @@ def check_query_ranks(root, tmp_path, results: dict) -> None:
     import polars as pl
 
     from vldistill.eval.retrieval import ranks_metrics
-    from vldistill.results.effects import read_query_ranks
+    from vldistill.results.ranks import read_query_ranks
 
     captions = pl.read_parquet(root / "manifest/test/captions.parquet")
     queries = None

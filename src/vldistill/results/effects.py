@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 
 from vldistill.config import read_section
-from vldistill.eval.retrieval import KS, Ranks
+from vldistill.eval.retrieval import KS
 from vldistill.io import atomic_output
 from vldistill.results.finetune import METRICS, regime_order
+from vldistill.results.ranks import read_query_ranks
 from vldistill.results.retrieval import rerank_k
 
 # (A, B) for every effect A - B the results report, where both were run
@@ -202,29 +202,6 @@ def finetune_outcomes(runs: Iterable[tuple[str | Path, str | Path]],
             pl.lit(metrics["method"]).alias("method"), "metric",
             pl.lit(_seeds(metrics, metrics_path)).alias("seeds"), "item", "score"))
     return _outcomes(frames)
-
-
-RANKS_SCHEMA: dict[str, Any] = {"query": pl.String, "higher": pl.Int64, "tied": pl.Int64,
-                                "gold_tied": pl.Int64}
-
-
-def write_query_ranks(query_ids: Sequence[str], ranks: Ranks, path: str | Path) -> None:
-    """Each text query's gold-image place as parquet: the query's caption_id and its ``Ranks``
-    counts (ties kept, so a hit at K is as exact as the R@K it adds up to)."""
-    if len(query_ids) != len(ranks):
-        raise ValueError(f"{len(query_ids)} query ids but {len(ranks)} ranks")
-    table = pl.DataFrame({"query": list(query_ids), "higher": ranks.higher.tolist(),
-                          "tied": ranks.tied.tolist(), "gold_tied": ranks.gold_tied.tolist()},
-                         schema=RANKS_SCHEMA)
-    with atomic_output(path) as tmp:
-        table.write_parquet(tmp, statistics=False)
-
-
-def read_query_ranks(path: str | Path) -> tuple[list[str], Ranks]:
-    """The query ids and ``Ranks`` that ``write_query_ranks`` wrote."""
-    table = pl.read_parquet(path).cast(RANKS_SCHEMA)
-    return table["query"].to_list(), Ranks(*(torch.tensor(table[c].to_list(), dtype=torch.long)
-                                             for c in ("higher", "tied", "gold_tied")))
 
 
 def retrieval_outcomes(runs: Iterable[tuple[str | Path, str | Path]], dataset: str,

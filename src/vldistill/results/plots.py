@@ -31,7 +31,7 @@ def _log_ticks(ax: plt.Axes, values: list[float], labels: list[str]) -> None:
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
-def _save(fig: plt.Figure, path: str | Path) -> None:
+def save_figure(fig: plt.Figure, path: str | Path) -> None:
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
@@ -77,7 +77,7 @@ def plot_lowshot(table: pl.DataFrame, path: str | Path) -> None:
             ax.set_title(f"{task}: {SPLIT_NAMES.get(split, split)} test")
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _retrieval(table: pl.DataFrame, metric: str) -> dict[str, tuple[float, float | None]]:
@@ -120,7 +120,7 @@ def plot_recall_vs_k(table: pl.DataFrame, path: str | Path) -> None:
     ax.set_ylabel("text -> image recall (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_accuracy_vs_latency(table: pl.DataFrame, path: str | Path) -> None:
@@ -146,4 +146,4 @@ def plot_accuracy_vs_latency(table: pl.DataFrame, path: str | Path) -> None:
     ax.set_ylabel("text -> image R@1 (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -12,7 +12,8 @@ the same config and seeds on the same machine kind, timings never are.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,12 +145,21 @@ def built_from_line(built_from: Mapping[str, Any]) -> str:
 
 
 def markdown(table: pl.DataFrame, effect_rows: pl.DataFrame | None = None,
-             built_from: Mapping[str, Any] | None = None) -> str:
+             built_from: Mapping[str, Any] | None = None, figures: Sequence[str] = ()) -> str:
     """The paper-style view; with ``effect_rows`` (results/effects.csv) a short Effects section
-    pointing to effects.md; with ``built_from`` a line naming the config it was built from."""
+    pointing to effects.md; with ``built_from`` a line naming the config it was built from;
+    with ``figures`` (paths relative to the Markdown) a Figures section linking each."""
     head = ["# Results", "", *([built_from_line(built_from), ""] if built_from else [])]
     return "\n".join([*head, *finetune_markdown(table), *retrieval_markdown(table),
-                      *([] if effect_rows is None else effects.summary_lines(effect_rows))])
+                      *([] if effect_rows is None else effects.summary_lines(effect_rows)),
+                      *figure_lines(figures)])
+
+
+def figure_lines(figures: Sequence[str]) -> list[str]:
+    if not figures:
+        return []
+    return ["## Figures", "", *(f"- [{Path(f).stem.replace('_', ' ')}]({f})" for f in figures),
+            ""]
 
 
 def metrics_json(table: pl.DataFrame) -> dict[str, Any]:
@@ -173,12 +183,14 @@ def write_table(summary_paths: Iterable[str | Path], *, csv_path: str | Path,
                 metrics_path: str | Path,
                 validation_paths: Iterable[str | Path] = (),
                 effects_path: str | Path | None = None,
-                built_from: Mapping[str, Any] | None = None) -> pl.DataFrame:
+                built_from: Mapping[str, Any] | None = None,
+                figures: Iterable[str | Path] = ()) -> pl.DataFrame:
     """Write the table (quality metrics only, so the same config and seeds give the same bytes),
     the timings (same columns), the Markdown view of both and metrics.json (quality only, so
     ``dvc metrics diff`` shows results, not machine load). Returns the whole table.
     ``effects_path``: results/effects.csv, summarised in the Markdown; ``built_from``: the
-    config the table was made for, stated in the Markdown."""
+    config the table was made for, stated in the Markdown; ``figures``: the plots, linked from
+    the Markdown."""
     table = build_table(summary_paths, validation_paths)
     quality, timings = table.filter(~is_timing()), table.filter(is_timing())
     with atomic_output(csv_path) as tmp:
@@ -187,7 +199,8 @@ def write_table(summary_paths: Iterable[str | Path], *, csv_path: str | Path,
         timings.write_csv(tmp)
     with atomic_output(markdown_path) as tmp:
         effect_rows = None if effects_path is None else effects.read_effects(effects_path)
-        Path(tmp).write_text(markdown(table, effect_rows, built_from))
+        links = [os.path.relpath(f, Path(markdown_path).parent) for f in figures]
+        Path(tmp).write_text(markdown(table, effect_rows, built_from, links))
     with atomic_output(metrics_path) as tmp:
         Path(tmp).write_text(json.dumps(metrics_json(quality), indent=1, sort_keys=True) + "\n")
     return table

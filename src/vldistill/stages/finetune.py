@@ -174,6 +174,7 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
         "val": val,
         "af": schedule.updates if schedule is not None else [],
         "lambda": [h["lambda"] for h in history if "lambda" in h],
+        "history": history,  # per-step loss terms: the training curves (results/curves.py)
     }
     if item_scores_path is not None:
         write_item_scores(items, item_scores_path)

@@ -44,7 +44,7 @@ from vldistill.models.fast import FastDualEncoder
 from vldistill.models.fusion import DIRECTIONS
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
-from vldistill.results.effects import write_query_ranks
+from vldistill.results.ranks import TopImages, write_query_ranks
 from vldistill.retrieval.index import (
     MAX_SEARCH_K,
     build_index_from_batches,
@@ -354,7 +354,8 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
     scores = gallery @ queries.T  # [G, Q]
     fast_ms = 1000 * (encode_s + search_s) / n_queries
     if ranks_path is not None:
-        write_query_ranks(data.query_ids, ranks_from_scores(scores.T, data.gold), ranks_path)
+        write_query_ranks(data.query_ids, ranks_from_scores(scores.T, data.gold), ranks_path,
+                          TopImages.of(scores.T, data.bank.ids))
     return {
         "model": "fast_distilled" if extra.get("distilled") else "fast",
         "t2i": retrieval_metrics(scores.T, data.gold),
@@ -462,7 +463,8 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
     n_gallery, n_queries = matrix.shape
     slow_ms = 1000 * seconds / n_queries
     if ranks_path is not None:
-        write_query_ranks(data.query_ids, ranks_from_scores(matrix.T, data.gold), ranks_path)
+        write_query_ranks(data.query_ids, ranks_from_scores(matrix.T, data.gold), ranks_path,
+                          TopImages.of(matrix.T, data.bank.ids))
     return {
         "model": "slow",
         "t2i": retrieval_metrics(matrix.T, data.gold),
@@ -528,7 +530,8 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
     ranks = ranks_after_rerank(reranked, combined, queries @ gallery.T, data.gold)
     fast_ms, slow_ms = 1000 * (encode_s + search_s) / n_queries, 1000 * slow_s / n_queries
     if ranks_path is not None:
-        write_query_ranks(data.query_ids, ranks, ranks_path)
+        write_query_ranks(data.query_ids, ranks, ranks_path,
+                          TopImages.of(combined, data.bank.ids, rows=reranked))
     return {
         "model": f"rerank_k{k}", "k": k, "beta": beta,
         "t2i": ranks_metrics(ranks, KS),
