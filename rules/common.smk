@@ -36,8 +36,10 @@ CACHE_GPUS = 1 if config["features"]["device"] == "cuda" else 0
 FEATURE_SPLITS = config["features"]["splits"]
 
 
+# A run builds its own dataset's files only: another dataset's (e.g. the students that
+# pretrain.reuse imports) are inputs, never rebuilt under this run's settings.
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9_.-]+",
+    dataset=re.escape(DATASET),
     modality="vision|text",
     teacher=r"[A-Za-z0-9_.]+",
     shard=r"\d+",
@@ -118,6 +120,8 @@ def shard_files(wildcards, pattern):
 # ---- student (rules/student.smk) --------------------------------------------------------
 
 STUDENT_SEEDS = config["pretrain"]["seeds"]
+# another run's student folder to import instead of training here (None: train here)
+STUDENT_REUSE = config["pretrain"]["reuse"]
 
 
 def teacher_index(modality):

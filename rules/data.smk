@@ -19,7 +19,11 @@ if SOURCE == "files":
             seed=config["seed"],
             skip_bad_examples=config["dataset"]["skip_bad_examples"],
             # the tables the configured stages train on: each must have train rows
-            needs=["captions", *config["finetune"]["tasks"]],
+            # captions feed pre-training (unless pretrain.reuse imports the students) and retrieval
+            needs=[
+                *(["captions"] if not STUDENT_REUSE or RETRIEVAL else []),
+                *config["finetune"]["tasks"],
+            ],
         log:
             "logs/{dataset}/data_files.log",
         benchmark:

@@ -140,13 +140,28 @@ def test_sources_that_cannot_feed_a_stage_are_refused_with_the_ways_out(schema, 
 
     update_config(default, yaml.safe_load(VQA_ONLY))
     message = errors_of(default, schema)
-    assert ("sources: every run pre-trains its student on captions, but this dataset's sources "
+    assert ("sources: a run pre-trains its student on captions, but this dataset's sources "
             "give vqa. Add a captions source (format karpathy") in message
+    assert "or set pretrain.reuse to another run's students" in message
     assert "retrieval: Fast and Slow retrieval search images by their captions" in message
     assert "or remove the retrieval section" in message
     assert "finetune.tasks: 've' needs a snli_ve source, but the sources give vqa. Add one, or " \
         "drop 've' from finetune.tasks" in message
     assert "'vqa' needs" not in message  # the VQA source feeds the VQA task
+
+
+def test_a_vqa_only_dataset_can_fine_tune_another_runs_students(schema, default):
+    from snakemake.utils import update_config
+
+    update_config(default, yaml.safe_load(VQA_ONLY))
+    default["finetune"]["tasks"] = ["vqa"]
+    default.pop("retrieval")
+    assert "captions" in errors_of(default, schema)
+    default["pretrain"]["reuse"] = "models/coco/student"
+    check_config(default, schema)  # no captions needed: nothing is pre-trained here
+    default["pretrain"]["reuse"] = "models/mine/student/"
+    assert "pretrain.reuse: 'models/mine/student/' is this run's own student folder" in \
+        errors_of(default, schema)
 
 
 def test_a_table_without_training_rows_fails_the_data_rule_naming_the_stage(tmp_path):

@@ -303,3 +303,30 @@ def test_effects_pair_every_method_and_model_on_the_same_items(tiny_run):
     assert "| mad - baseline |" in (tiny_run / "results/effects.md").read_text()
     assert "## Effects" in (tiny_run / "results/table.md").read_text()
 
+
+
+@pytest.mark.slow
+def test_a_second_dataset_fine_tunes_the_first_ones_students_without_retraining_them(tiny_run):
+    override = tiny_run / "configs" / "reuse.yaml"
+    override.write_text("dataset: {name: tiny2, source: synthetic}\n"
+                        "seed: 7\n"
+                        "pretrain: {reuse: models/tiny/student}\n")
+    jobs = dry_run_jobs(tiny_run, str(override))
+    # pretrained (the training curves), agnostic-plain (baseline) and agnostic-mad (mad)
+    assert jobs["student_import"] == 3
+    assert "student_pretrain" not in jobs and "student_task_agnostic" not in jobs
+    source = tiny_run / "models/tiny/student/seed-0/agnostic-mad.safetensors"
+    before = source.stat().st_mtime_ns
+    job = "models/tiny2/vqa/full/mad/student-0/seed-0/metrics.json"
+    result = snakemake(tiny_run, "--cores", "2", job, overrides=(str(override),))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert source.stat().st_mtime_ns == before
+    metrics = json.loads((tiny_run / job).read_text())
+    [record] = metrics["provenance"]
+    assert record["path"] == str(source.resolve()) and record["dataset"] == "tiny"
+    assert record["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert record["stage"] == "task_agnostic" and record["variant"] == "mad"
+    # the source's generator seed is kept apart from this dataset's
+    assert metrics["seeds"] == {"data": 7, "source_data": 0, "pretrain": 0,
+                                "task_agnostic": 0, "finetune": 0}
+    assert metrics["results"]["test"]["n"] > 0

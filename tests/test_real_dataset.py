@@ -75,17 +75,38 @@ def test_downloads_are_verified_and_the_official_formats_read(coco_run):
     assert report["reasons"] == {}
 
 
+REUSING = ("vqav2", "snli_ve", "vcr")  # import configs/coco.yaml's students (pretrain.reuse)
+
+
+def planned(output: str, rule: str) -> bool:
+    return f"rule {rule}:" in output or f"localrule {rule}:" in output or f"\n{rule} " in output
+
+
 @pytest.mark.parametrize("name", ["coco", "flickr30k", "vqav2", "snli_ve", "vcr"])
-def test_each_real_config_shows_the_full_dag(repo, name):
+def test_each_real_config_shows_the_full_dag(repo, tmp_path, name):
+    workdir = repo
+    if name in REUSING:
+        # the COCO run's students, as that run leaves them (a dry run checks only that they exist)
+        workdir = copy_workflow(tmp_path)
+        source = yaml.safe_load((repo / f"configs/{name}.yaml").read_text())["pretrain"]["reuse"]
+        for stem in ("pretrained", "agnostic-plain", "agnostic-mad"):
+            for suffix in (".safetensors", ".json"):
+                path = workdir / source / "seed-0" / f"{stem}{suffix}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "results/table.csv", "--configfile",
          f"configs/{name}.yaml"],
-        cwd=repo, capture_output=True, text=True, timeout=300)
+        cwd=workdir, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    for rule in ("data_files", "teacher_shard", "student_pretrain", "student_task_agnostic",
-                 "results_table"):
-        assert f"rule {rule}:" in output or f"\n{rule} " in output, (rule, output[-2000:])
+    students = (("student_import",) if name in REUSING
+                else ("student_pretrain", "student_task_agnostic"))
+    for rule in ("data_files", "teacher_shard", *students, "results_table"):
+        assert planned(output, rule), (rule, output[-2000:])
+    if name in REUSING:  # trained once, in the COCO run
+        assert not planned(output, "student_pretrain")
+        assert not planned(output, "student_task_agnostic")
     # the training and caching jobs ask for a GPU each (compute.device / features.device: cuda)
     asks = gpu_asks(output)
     training = {"teacher_shard", "student_pretrain", "student_task_agnostic", "finetune",
@@ -116,6 +137,10 @@ def test_the_real_configs_share_one_base_model_setting(repo):
     configs = {n: yaml.safe_load((repo / f"configs/{n}.yaml").read_text()) for n in REAL_CONFIGS}
     first = configs[REAL_CONFIGS[0]]
     for name, config in configs.items():
-        assert {k: config[k] for k in SHARED} == {k: first[k] for k in SHARED}, name
+        # the same student everywhere; pretrain.reuse says where the others import it from
+        own = {**config, "pretrain": {k: v for k, v in config["pretrain"].items() if k != "reuse"}}
+        assert {k: own[k] for k in SHARED} == {k: first[k] for k in SHARED}, name
+        if name in REUSING:
+            assert config["pretrain"]["reuse"] == f"models/{first['dataset']['name']}/student"
         for entry in (config.get("downloads") or {}).values():  # every public file checksummed
             assert len(entry["sha256"]) == 64

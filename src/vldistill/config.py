@@ -116,6 +116,11 @@ def semantic_errors(config: dict) -> list[str]:
             if source.get("images") not in roots:
                 problems.append(f"sources[{i}].images: {source.get('images')!r} is not one of "
                                 f"the image_roots {sorted(roots)}")
+    reuse = config.get("pretrain", {}).get("reuse")
+    own = f"models/{config.get('dataset', {}).get('name')}/student"
+    if reuse and Path(reuse).as_posix().rstrip("/") in (own, f"./{own}"):
+        problems.append(f"pretrain.reuse: {reuse!r} is this run's own student folder; name "
+                        "another run's (models/<its dataset>/student), or null to train here")
     if not config.get("finetune", {}).get("tasks") and not config.get("retrieval"):
         problems.append("finetune.tasks: empty and no retrieval section: nothing to evaluate")
     for modality in ("vision", "text"):
@@ -151,12 +156,13 @@ def stage_data_errors(config: dict) -> list[str]:
                     if s.get("format") in FORMAT_TABLES})
     has = ", ".join(given) or "nothing"
     problems = []
-    if "captions" not in given:
+    reuse = config.get("pretrain", {}).get("reuse")
+    if "captions" not in given and not reuse:
         problems.append(
-            f"sources: every run pre-trains its student on captions, but this dataset's sources "
+            f"sources: a run pre-trains its student on captions, but this dataset's sources "
             f"give {has}. Add a captions source (format karpathy, e.g. the Karpathy captions of "
-            "the same images; docs/real-datasets.md); starting from a student trained on another "
-            "dataset is not supported yet")
+            "the same images; docs/real-datasets.md), or set pretrain.reuse to another run's "
+            "students (e.g. models/coco/student after the configs/coco.yaml run)")
         if config.get("retrieval"):
             problems.append(f"retrieval: Fast and Slow retrieval search images by their captions, "
                             f"but the sources give {has}. Add a captions source, or remove the "

@@ -1,8 +1,10 @@
-"""Atomic file output: an artifact appears under its final name complete, or not at all."""
+"""Atomic file output (an artifact appears under its final name complete, or not at all) and
+file hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -52,3 +54,12 @@ def canonicalise_safetensors(path: str | Path) -> None:
             dst.write(blob)
             shutil.copyfileobj(src, dst, 1 << 20)
     os.replace(rewritten, path)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file, read in ``chunk``-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import hashlib
 import http.client
 import logging
 import os
@@ -29,6 +28,8 @@ import urllib.request
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+
+from vldistill.io import file_sha256
 
 log = logging.getLogger("vldistill.download")
 
@@ -72,14 +73,6 @@ class _Transient(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # Download
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(url: str, dest: str | Path, sha256: str | None, *, retries: int = 5,

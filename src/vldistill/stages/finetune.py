@@ -34,7 +34,13 @@ from vldistill.models.config import HeadsConfig
 from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
-from vldistill.seeds import add_seed, checkpoint_seeds
+from vldistill.seeds import (
+    add_seed,
+    checkpoint_provenance,
+    checkpoint_seeds,
+    dataset_seeds,
+    merge_seeds,
+)
 from vldistill.train.checkpoints import clear_states, load_backbone, state_path
 from vldistill.train.compute import Compute
 from vldistill.train.distill_step import TeacherFeatures, student_states
@@ -147,9 +153,12 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
                     compute=where)
     if not is_main():  # under torchrun rank 0 writes the outputs and evaluates
         return {}
-    seeds = add_seed(checkpoint_seeds(start), "finetune", seed)
+    # the data seed again: an imported student (pretrain.reuse) was trained on another dataset
+    seeds = add_seed(merge_seeds(checkpoint_seeds(start), dataset_seeds(root)), "finetune", seed)
+    provenance = checkpoint_provenance(start)  # [] unless the student came from another run
     save_checkpoint(out_path, model, extra={"task": task, "regime": regime, "method": method,
-                                            "seed": seed, "seeds": seeds, "answer_vocab": vocab})
+                                            "seed": seed, "seeds": seeds, "answer_vocab": vocab,
+                                            "provenance": provenance})
     clear_states(out_path)
 
     results, items = {}, []
@@ -169,7 +178,8 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
     metrics = {
         "task": task, "regime": regime, "method": method, "seed": seed, "seeds": seeds,
         "n_train": len(data), "n_train_images": train_frame["image_id"].n_unique(),
-        "start": Path(start).name, "results": results, "probe": probe_info,
+        "start": Path(start).name, "provenance": provenance, "results": results,
+        "probe": probe_info,
         "final_train": {k: v for k, v in history[-1].items() if k != "step"},
         "val": val,
         "af": schedule.updates if schedule is not None else [],

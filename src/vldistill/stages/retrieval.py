@@ -55,7 +55,14 @@ from vldistill.retrieval.index import (
 from vldistill.retrieval.losses import KL_DIRECTIONS, info_nce, slow_to_fast_kl
 from vldistill.retrieval.queries import query_seeds, select_queries
 from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
-from vldistill.seeds import add_seed, checkpoint_seeds, dataset_seeds, merge_seeds
+from vldistill.seeds import (
+    add_seed,
+    checkpoint_provenance,
+    checkpoint_seeds,
+    dataset_seeds,
+    merge_provenance,
+    merge_seeds,
+)
 from vldistill.train.checkpoints import (
     clear_states,
     finish_student,
@@ -119,7 +126,8 @@ def train_slow(*, root: str | Path, init: str, start: str | Path | None, student
     seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)
     return finish_student(model, history, out_path, metrics_path,
                           {"stage": "slow", "init": init, "progressive": progressive,
-                           "directions": list(directions), "seeds": seeds})
+                           "directions": list(directions), "seeds": seeds,
+                           "provenance": checkpoint_provenance(start)})
 
 
 def train_fast(*, root: str | Path, init: str, start: str | Path | None, student: dict,
@@ -186,13 +194,15 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
     if not is_main():  # under torchrun rank 0 writes the outputs
         return {}
     seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)
+    provenance = checkpoint_provenance(start)
     save_fast(out_path, model, {"temperature": temperature, "distilled": distill is not None,
-                                "seeds": seeds})
+                                "seeds": seeds, "provenance": provenance})
     clear_states(out_path)
     return write_training_summary(history, metrics_path, {"stage": "fast", "init": init,
                                                           "distill": distill,
                                                           "hard_negatives": hard_negatives,
-                                                          "seeds": seeds})
+                                                          "seeds": seeds,
+                                                          "provenance": provenance})
 
 
 def negative_true_of(corpus: CaptionCorpus) -> dict[int, frozenset[int]]:
@@ -212,8 +222,11 @@ def negative_true_of(corpus: CaptionCorpus) -> dict[int, frozenset[int]]:
 
 
 def upstream_seeds(root: str | Path, init: str, start: str | Path | None) -> dict[str, int]:
-    """Seeds of what a retrieval model starts from: its student checkpoint, or the data."""
-    return dataset_seeds(root) if init == "scratch" or start is None else checkpoint_seeds(start)
+    """Seeds of what a retrieval model starts from: the data and its student checkpoint (which,
+    imported from another run, has a data seed of its own: ``source_data``)."""
+    if init == "scratch" or start is None:
+        return dataset_seeds(root)
+    return merge_seeds(dataset_seeds(root), checkpoint_seeds(start))
 
 
 def _one_caption_per_image(corpus: CaptionCorpus, rows: torch.Tensor) -> torch.Tensor:
@@ -364,6 +377,7 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
         "latency_ms_per_query": {"fast": fast_ms, "slow": 0.0, "total": fast_ms},
         "slow_calls_per_query": 0, "gallery": n_gallery, "queries": n_queries,
         "seeds": query_seeds(extra.get("seeds", {}), max_queries),
+        "provenance": extra.get("provenance", []),
     }
 
 
@@ -447,6 +461,7 @@ def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str
         "slow_calls_per_query": n_gallery if kind == "slow" else 0,
         "gallery": n_gallery, "queries": n_queries,
         "seeds": query_seeds(seeds, max_queries),
+        "provenance": checkpoint_provenance(model_path),
     }
 
 
@@ -473,6 +488,7 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
         "latency_ms_per_query": {"fast": 0.0, "slow": slow_ms, "total": slow_ms},
         "slow_calls_per_query": n_gallery, "gallery": n_gallery, "queries": n_queries,
         "seeds": query_seeds(checkpoint_seeds(slow_path), max_queries),
+        "provenance": checkpoint_provenance(slow_path),
         "t2i_ceiling": caption_ceiling(data.same_caption),
     }
 
@@ -540,4 +556,6 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
         "queries": n_queries,
         "seeds": query_seeds(merge_seeds(checkpoint_seeds(fast_path),
                                          checkpoint_seeds(slow_path)), max_queries),
+        "provenance": merge_provenance(checkpoint_provenance(fast_path),
+                                       checkpoint_provenance(slow_path)),
     }
