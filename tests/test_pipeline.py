@@ -113,8 +113,10 @@ def test_finetune_results_exist_for_every_task_regime_and_method(tiny_run):
 def test_a_per_task_learning_rate_edit_reruns_only_that_tasks_finetuning(tiny_run):
     override = tiny_run / "configs" / "vqa_lr.yaml"
     override.write_text("finetune:\n  per_task: {vqa: {lr: 0.01}}\n")
+    # the training curves read the first seed's fine-tuning histories
     assert dry_run_jobs(tiny_run, str(override)) == {"finetune": 4, "finetune_report": 1,
-                                                     "effects": 1, "results_table": 1, "all": 1}
+                                                     "training_curves": 1, "effects": 1,
+                                                     "results_table": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -131,8 +133,10 @@ def test_another_seed_adds_only_its_own_finetuning_jobs(tiny_run):
 def test_a_rerank_k_list_edit_reruns_only_reranking_and_the_tables(tiny_run):
     override = tiny_run / "configs" / "ks.yaml"
     override.write_text("retrieval:\n  rerank: {ks: [1, 2, 4]}\n")
+    # plus the new re-ranker's panel
     assert dry_run_jobs(tiny_run, str(override)) == {"retrieval_rerank": 1, "retrieval_report": 1,
-                                                     "effects": 1, "results_table": 1, "all": 1}
+                                                     "retrieval_panel": 1, "effects": 1,
+                                                     "results_table": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -143,7 +147,8 @@ def test_a_fast_hard_negatives_edit_reruns_the_fast_models_and_what_reads_them_n
     assert dry_run_jobs(tiny_run, str(override)) == {
         "retrieval_fast": 2, "retrieval_index": 2, "retrieval_eval_fast": 2,
         "retrieval_rerank": 2, "retrieval_report": 1, "effects": 1, "results_table": 1,
-        "all": 1}
+        # the panels of both Fast models and both re-rankers, and the Fast training curves
+        "retrieval_panel": 4, "training_curves": 1, "all": 1}
 
 
 @pytest.mark.slow
