@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
-import torch
 
 matplotlib.use("Agg")  # no display on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -18,9 +17,8 @@ from PIL import Image  # noqa: E402
 
 from vldistill.data.images import image_table  # noqa: E402
 from vldistill.data.manifest import manifest_path, read_manifest  # noqa: E402
-from vldistill.eval.retrieval import Ranks  # noqa: E402
 from vldistill.results.plots import save_figure  # noqa: E402
-from vldistill.results.ranks import read_top_images  # noqa: E402
+from vldistill.results.ranks import ranks_of, read_top_images  # noqa: E402
 
 GOLD_COLOUR = "#1a9850"  # the correct image's frame
 PANEL_QUERIES = 4
@@ -43,8 +41,7 @@ def panel_rows(ranks_path: str | Path, root: str | Path, split: str,
     captions = read_manifest(manifest_path(root, split, "captions"), "captions")
     by_caption = {row["caption_id"]: row for row in captions.iter_rows(named=True)}
     paths = dict(image_table([manifest_path(root, split, "images")]).iter_rows())
-    expected = Ranks(*(torch.tensor(table[c].to_list(), dtype=torch.long)
-                       for c in ("higher", "tied", "gold_tied"))).expected().tolist()
+    expected = ranks_of(table).expected().tolist()
     rows = []
     for record, gold_rank in zip(table.iter_rows(named=True), expected, strict=True):
         caption = by_caption.get(record["query"])

@@ -36,7 +36,7 @@ class TopImages:
         Slots without an image (row -1, as an approximate index returns) or scored -inf are
         left out, so a query may keep fewer than ``n``."""
         if rows is None:
-            rows = torch.arange(scores.shape[1]).expand_as(scores)
+            rows = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
         if rows.shape != scores.shape:
             raise ValueError(f"rows {tuple(rows.shape)} and scores {tuple(scores.shape)} differ")
         best, order = scores.double().topk(min(n, scores.shape[1]), dim=1)
@@ -70,8 +70,13 @@ def write_query_ranks(query_ids: Sequence[str], ranks: Ranks, path: str | Path,
 def read_query_ranks(path: str | Path) -> tuple[list[str], Ranks]:
     """The query ids and ``Ranks`` that ``write_query_ranks`` wrote."""
     table = pl.read_parquet(path).cast(RANKS_SCHEMA)
-    return table["query"].to_list(), Ranks(*(torch.tensor(table[c].to_list(), dtype=torch.long)
-                                             for c in ("higher", "tied", "gold_tied")))
+    return table["query"].to_list(), ranks_of(table)
+
+
+def ranks_of(table: pl.DataFrame) -> Ranks:
+    """The ``Ranks`` of a ranks table's rows (host tensors: read from a file, for reports)."""
+    return Ranks(*(torch.tensor(table[c].to_list(), dtype=torch.long)
+                   for c in ("higher", "tied", "gold_tied")))
 
 
 def read_top_images(path: str | Path) -> pl.DataFrame:
