@@ -273,10 +273,15 @@ def training_metrics(dataset=DATASET):
     """The metrics (with per-step history) of every training job of the first student,
     fine-tuning and retrieval seed: the training curves show one run, not a tangle of seeds."""
     sseed = STUDENT_SEEDS[0]
-    students = ["pretrained", *sorted({AGNOSTIC_START[m] for m in FINETUNE["methods"]})]
+    # only the students something else in the DAG starts from: plotting must not train more
+    students = {"pretrained", *(AGNOSTIC_START[m] for m in FINETUNE["methods"])} \
+        if FINETUNE["tasks"] else set()
+    for part in ("slow", "fast") if RETRIEVAL else ():
+        if RETRIEVAL[part]["init"] != "scratch":
+            students.add("pretrained" if RETRIEVAL[part]["init"] == "pretrained" else "mad")
     return [
         *(student_path(variant, sseed).format(dataset=dataset).removesuffix(".safetensors")
-          + ".json" for variant in students),
+          + ".json" for variant in sorted(students)),
         *(expand("models/{dataset}/{task}/{regime}/{method}/student-{sseed}/seed-{seed}/"
                  "metrics.json", dataset=dataset, sseed=sseed, task=FINETUNE["tasks"],
                  regime=FINETUNE["regimes"], method=FINETUNE["methods"],

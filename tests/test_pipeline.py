@@ -46,8 +46,8 @@ def test_every_job_has_a_log_and_a_benchmark(tiny_run):
     # (plain, mad), 3 x 2 x 2 finetune, 3 x 2 text-only references,
     # finetune report; retrieval: slow, 2 fast, 2 indexes, 2 fast evals, slow eval, 2 re-ranks,
     # teacher ridge, retrieval report; effects; results table
-    assert len(logs) == 44, logs
-    assert len(benchmarks) == 44
+    assert len(logs) == 50, logs
+    assert len(benchmarks) == 50
     shard_log = (tiny_run / "logs/tiny/teacher/vision-efficientnet_lite0/shard-000-of-002.log")
     assert "done in" in shard_log.read_text()
 
@@ -304,7 +304,8 @@ def test_effects_pair_every_method_and_model_on_the_same_items(tiny_run):
     assert set(items["metric"]) == {"q2a", "qa2r", "q2ar"}
     assert set(items["split"]) == {"test", "test_shifted"}
     ranks = pl.read_parquet(tiny_run / "results/tiny/retrieval/seed-0/rerank_k4.ranks.parquet")
-    assert ranks.columns == ["query", "higher", "tied", "gold_tied"] and len(ranks) == 12
+    assert ranks.columns == ["query", "higher", "tied", "gold_tied", "top", "top_scores"]
+    assert len(ranks) == 12
     assert "| mad - baseline |" in (tiny_run / "results/effects.md").read_text()
     assert "## Effects" in (tiny_run / "results/table.md").read_text()
 

@@ -86,8 +86,9 @@ def test_switching_the_dataset_plans_the_new_dataset_and_its_table(tiny_run, tmp
     plan = build(tiny_run, [tiny_run / "configs/tiny.yaml", switched]).planned
     rules = rules_of(plan)
     assert rules["data_synthetic"] == 1 and rules["results_table"] == 1
-    assert all("tinyB" in " ".join(outputs) or rule in {"all", "results_table", "effects"}
-               for rule, outputs in plan)
+    # the table, the effects and the figures are global outputs drawn from the configured dataset
+    global_rules = {"all", "results_table", "effects", "training_curves", "retrieval_panel"}
+    assert all("tinyB" in " ".join(outputs) or rule in global_rules for rule, outputs in plan)
 
 
 def test_the_table_states_what_it_was_built_from(tiny_run):
@@ -112,8 +113,8 @@ def test_editing_a_module_reruns_the_rules_that_import_it_and_no_other(tiny_run,
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     planned = {line.split()[0] for line in result.stdout.splitlines()
                if len(line.split()) == 2 and line.split()[1].isdigit()} - {"total", "job"}
-    # only the table's rule draws the plots; no training or evaluation job imports them
-    assert planned == {"results_table", "all"}, result.stdout
+    # only the table's and the figures' rules draw plots; no training or evaluation job imports them
+    assert planned == {"results_table", "training_curves", "retrieval_panel", "all"}, result.stdout
     # the unedited package plans nothing
     assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(
         snakemake(tiny_run, "-n", "--quiet", "rules"))
