@@ -44,6 +44,9 @@ else:
         input:
             manifests(tables=["images", "captions"], splits=["train", "val"]),
             images=MEDIA_DIR,
+            # pretrained unimodal towers to start from (pretrain.init), if any
+            **{f"init_{tower}": path for tower, path in config["pretrain"]["init"].items()
+               if path},
         output:
             model="models/{dataset}/student/seed-{sseed}/pretrained.safetensors",
             metrics="models/{dataset}/student/seed-{sseed}/pretrained.json",
@@ -53,6 +56,9 @@ else:
             training=config["pretrain"]["training"],
             objective=config["pretrain"]["objective"],
             validation=config["pretrain"]["validation"],
+            # only when set: runs from scratch keep their params, so nothing re-runs for them
+            **({"init": config["pretrain"]["init"]} if any(config["pretrain"]["init"].values())
+               else {}),
         threads: 2
         # on the critical path to every method: schedule first
         priority: 10

@@ -19,4 +19,5 @@ run_training_rule(
     out_path=smk.output.model,
     metrics_path=smk.output.metrics,
     compute=smk.params.compute,
+    init=smk.params.get("init"),
 )

@@ -2,6 +2,7 @@
 table Snakemake built, and push -> fresh clone -> `make pull` round-trips every artifact so
 that Snakemake has nothing left to do."""
 
+import json
 import os
 import re
 import subprocess
@@ -18,7 +19,7 @@ PROJECT_FILES = (*WORKFLOW_FILES, "src", "dvc.yaml", ".gitignore", ".dvcignore",
 ARTIFACTS = ("data", "features", "models", "indexes", "results")
 
 
-def run(cwd: Path, *command: str) -> str:
+def run(cwd: Path, *command: str, stdout_only: bool = False) -> str:
     # the venv's console scripts (dvc, snakemake) first, as `make` puts them
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
@@ -26,7 +27,7 @@ def run(cwd: Path, *command: str) -> str:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=1200)
     assert result.returncode == 0, f"{command}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
+    return result.stdout if stdout_only else result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +59,20 @@ def readme_dvc_commands(repo: Path) -> list[Command]:
     return block
 
 
-@pytest.mark.slow
-def test_dvc_repro_rebuilds_the_snakemake_table_and_pull_round_trips(repo, project, tiny_run):
-    """The README's DVC commands, run as written (the remote a local folder)."""
-    _, repro, push, add, commit, pull, dry = readme_dvc_commands(repo)
+@pytest.fixture(scope="module")
+def built(repo, project) -> Path:
+    """A clone of the project after the documentation's `dvc repro`."""
+    repro = readme_dvc_commands(repo)[1]
     built = project.parent / "built"
     run(project.parent, "git", "clone", "-q", str(project), str(built))
     run(built, *repro.argv)
+    return built
+
+
+@pytest.mark.slow
+def test_dvc_repro_rebuilds_the_snakemake_table_and_pull_round_trips(repo, built, tiny_run):
+    """The README's DVC commands, run as written (the remote a local folder)."""
+    _, _, push, add, commit, pull, dry = readme_dvc_commands(repo)
     # two clean runs of the same config and seeds (this one and the session's Snakemake run):
     # the results table is bit-identical (timings live in timings.csv)
     assert (built / "results/table.csv").read_bytes() == \
@@ -90,3 +98,55 @@ def test_dvc_repro_rebuilds_the_snakemake_table_and_pull_round_trips(repo, proje
     assert dry.expect == "Nothing to be done"
     output = run(fresh, *dry.argv)
     assert dry.expect in output, output
+
+
+def artifact_times(root: Path, folders: tuple[str, ...]) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns
+            for name in folders for p in (root / name).rglob("*") if p.is_file()}
+
+
+def leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    """A nested metrics dict as {"a/b/c": value}."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= leaves(value, f"{prefix}{key}/")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@pytest.mark.slow
+def test_a_dvc_experiment_reruns_only_what_its_key_touches_and_lists_its_metrics(repo, built):
+    """docs/dvc.md's `dvc exp run -S`: the re-ranking weight re-runs the re-rankings and the
+    results after them, nothing upstream; `dvc exp show` lists the experiment's metrics."""
+    [exp_run] = [c for c in commands(repo, "dvc") if c.argv[1:3] == ("exp", "run")]
+    name = exp_run.argv[exp_run.argv.index("-n") + 1]
+    [setting] = [a for a in exp_run.argv if a.startswith("config.yaml:")]
+    key, value = setting.removeprefix("config.yaml:").split("=")
+    if run(built, "git", "status", "--porcelain").strip():  # an experiment starts from a commit
+        run(built, "git", "add", "-A")
+        run(built, "git", "commit", "-qm", "built")
+    upstream = ("data", "features", "models", "indexes")
+    before = artifact_times(built, upstream)
+    reranks = sorted((built / "results").rglob("rerank_k*.json"))
+    rerank_times = [p.stat().st_mtime_ns for p in reranks]
+
+    run(built, *exp_run.argv)
+    assert artifact_times(built, upstream) == before  # nothing upstream of the key re-ran
+    assert all(p.stat().st_mtime_ns > t for p, t in zip(reranks, rerank_times, strict=True))
+    assert "Nothing to be done" in run(built, "snakemake", "-n", "results/table.csv")
+
+    shown = json.loads(run(built, "dvc", "exp", "show", "--json", stdout_only=True))
+    baseline = next(r for r in shown if r["rev"] != "workspace")
+    [experiment] = [e for group in baseline["experiments"] or [] for e in group["revs"]
+                    if e["name"] == name]
+    params = experiment["data"]["params"]["config.yaml"]["data"]
+    leaf = params
+    for part in key.split("."):
+        leaf = leaf[part]
+    assert leaf == float(value)
+    metrics = leaves(experiment["data"]["metrics"]["results/metrics.json"]["data"])
+    assert any("/rerank_k" in path for path in metrics), sorted(metrics)[:10]
+    assert metrics.keys() == leaves(
+        baseline["data"]["metrics"]["results/metrics.json"]["data"]).keys()

@@ -116,6 +116,25 @@ def test_each_real_config_shows_the_full_dag(repo, tmp_path, name):
     assert asks["results_table"] == {0}
 
 
+def test_pretrained_towers_are_inputs_of_pre_training_only(repo, tmp_path):
+    """configs/pretrained-towers.yaml after coco.yaml: the checkpoints it names are inputs of
+    student_pretrain (missing, the dry run names them); present, pre-training is planned."""
+    towers = yaml.safe_load((repo / "configs/pretrained-towers.yaml").read_text())
+    files = list(towers["pretrain"]["init"].values())
+    workdir = copy_workflow(tmp_path)
+    command = [sys.executable, "-m", "snakemake", "-n", "results/table.csv", "--configfile",
+               "configs/coco.yaml", "configs/pretrained-towers.yaml"]
+    missing = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0
+    assert all(f in missing.stdout + missing.stderr for f in files), missing.stderr[-2000:]
+    for name in files:
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / name).touch()
+    present = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert present.returncode == 0, present.stderr[-3000:]
+    assert planned(present.stdout + present.stderr, "student_pretrain")
+
+
 def gpu_asks(dry_run: str) -> dict[str, set[int]]:
     """Each planned rule's `gpu` resource values, from a dry run's job listing."""
     asks: dict[str, set[int]] = {}

@@ -121,6 +121,14 @@ def semantic_errors(config: dict) -> list[str]:
     if reuse and Path(reuse).as_posix().rstrip("/") in (own, f"./{own}"):
         problems.append(f"pretrain.reuse: {reuse!r} is this run's own student folder; name "
                         "another run's (models/<its dataset>/student), or null to train here")
+    init = config.get("pretrain", {}).get("init") or {}
+    student = config.get("student", {})
+    if init.get("vision") and not student.get("vision_backbone"):
+        problems.append("pretrain.init.vision: a timm checkpoint needs student.vision_backbone "
+                        "(its timm model name)")
+    if init.get("text") and not student.get("text_causal"):
+        problems.append("pretrain.init.text: a CLIP text transformer attends causally; set "
+                        "student.text_causal: true")
     if not config.get("finetune", {}).get("tasks") and not config.get("retrieval"):
         problems.append("finetune.tasks: empty and no retrieval section: nothing to evaluate")
     for modality in ("vision", "text"):

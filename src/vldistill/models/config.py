@@ -40,6 +40,11 @@ class StudentConfig:
     # frames per clip for video (1: still images); > 1 adds temporal embeddings and a temporal
     # block to the vision tower, see VisionPyramid
     frames: int = 1
+    # pretrained unimodal towers (models/backbones.py): a timm model name for the vision
+    # pyramid's CNN; causal text attention, as the CLIP text transformer whose weights
+    # pretrain.init.text loads
+    vision_backbone: str | None = None
+    text_causal: bool = False
 
     def __post_init__(self) -> None:
         # JSON and YAML give lists; the frozen dataclass must stay hashable.

@@ -43,7 +43,9 @@ class Student(nn.Module):
             if h.has_projections
             else None
         )
-        self.apply(_init_weights)
+        # a timm backbone keeps its own init (its pretrained weights come later, pretrain.init)
+        backbone = set(getattr(self.vision, "backbone", nn.Module()).modules())
+        self.apply(lambda m: None if m in backbone else _init_weights(m))
         if cfg.frames > 1:
             self.vision.zero_order_paths()
         for p in (

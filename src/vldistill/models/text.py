@@ -110,7 +110,8 @@ class TextOutput:
 
 
 class TextEncoder(nn.Module):
-    """Token + learned position embeddings, bidirectional transformer with key padding mask.
+    """Token + learned position embeddings, bidirectional (or, with ``text_causal``, causal)
+    transformer with key padding mask.
 
     Real tokens never attend to pads, so a caption's states do not depend on how much padding
     its batch carries; inputs may be shorter than context_length (positions are sliced).
@@ -127,6 +128,7 @@ class TextEncoder(nn.Module):
         )
         self.ln_final = nn.LayerNorm(d)
         self.ln_pooled = nn.LayerNorm(d)
+        self.causal = cfg.text_causal
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> TextOutput:
         if ids.shape[1] > self.pos_embedding.shape[0]:
@@ -135,6 +137,9 @@ class TextEncoder(nn.Module):
             )
         x = self.drop(self.token_embedding(ids) + self.pos_embedding[: ids.shape[1]])
         attn_mask = key_padding_mask(mask)
+        if self.causal:  # as CLIP's text transformer, whose weights it may carry
+            attn_mask = attn_mask & torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool,
+                                               device=ids.device).tril()
         for block in self.blocks:
             x = block(x, attn_mask=attn_mask)
         x = self.ln_final(x)

@@ -1,4 +1,5 @@
-"""Vision tower: a small CNN giving a feature pyramid, each level turned into D-dim tokens.
+"""Vision tower: a small CNN (or a timm one, models/backbones.py) giving a feature pyramid,
+each level turned into D-dim tokens.
 
 Inputs are float images [B, 3, S, S] normalised with mean = std = 0.5 per channel (``x01 * 2 - 1``
 for pixels in [0, 1]). GroupNorm instead of BatchNorm: an image's features must not depend on
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vldistill.models.backbones import TimmBackbone
 from vldistill.models.config import StudentConfig
 from vldistill.models.text import Block
 
@@ -70,11 +72,17 @@ class VisionPyramid(nn.Module):
         stem = max(chans[0] // 2, 1)
         self.image_size = cfg.image_size
         self.grids = list(cfg.grids)
-        # stride 4 before the first stage, so stage l ends at stride 2**(l+3)
-        self.stem = nn.Sequential(ConvBlock(3, stem, stride=2), ConvBlock(stem, stem, stride=2))
-        self.stages = nn.ModuleList(
-            Stage(c_in, c_out) for c_in, c_out in zip((stem, *chans[:-1]), chans, strict=True)
-        )
+        self.channels = chans
+        self.backbone_name = cfg.vision_backbone
+        if cfg.vision_backbone:  # a timm CNN's maps at the same strides (models/backbones.py)
+            self.backbone = TimmBackbone(cfg.vision_backbone, chans)
+        else:
+            # stride 4 before the first stage, so stage l ends at stride 2**(l+3)
+            self.stem = nn.Sequential(ConvBlock(3, stem, stride=2),
+                                      ConvBlock(stem, stem, stride=2))
+            self.stages = nn.ModuleList(
+                Stage(c_in, c_out) for c_in, c_out in zip((stem, *chans[:-1]), chans, strict=True)
+            )
         self.proj = nn.ModuleList(nn.Conv2d(c, d, 1) for c in chans)
         self.pos_embedding = nn.ParameterList(
             nn.Parameter(torch.zeros(h * w, d)) for h, w in self.grids
@@ -116,15 +124,23 @@ class VisionPyramid(nn.Module):
         s = self.image_size
         if images.dim() != 4 or tuple(images.shape[1:]) != (3, s, s):
             raise ValueError(f"expected images [B, 3, {s}, {s}], got {tuple(images.shape)}")
-        x = self.stem(images)
         levels = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
+        for i, x in enumerate(self.feature_maps(images)):
             tokens = self.proj[i](x).flatten(2).transpose(1, 2)  # [B, H*W, D] row-major
             tokens = tokens + self.pos_embedding[i] + self.level_embedding[i]
             levels.append(self.ln_tokens(tokens))
         pooled = self.ln_pooled(levels[-1].mean(dim=1))
         return VisionOutput(levels=levels, grids=list(self.grids), pooled=pooled)
+
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The CNN's maps [B, C_l, H_l, W_l], fine to coarse."""
+        if self.backbone_name:
+            return self.backbone(images)
+        x, maps = self.stem(images), []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
 
     def forward_clips(self, clips: torch.Tensor) -> VisionOutput:
         """Space-time tokens of clips [B, T, 3, S, S], T = frames.

@@ -19,6 +19,7 @@ import torch
 from vldistill.distill.agnostic import agnostic_config
 from vldistill.distill.mad import distillation_loss
 from vldistill.io import file_sha256, write_json
+from vldistill.models.backbones import load_clip_text, load_vision_backbone
 from vldistill.models.config import HeadsConfig, StudentConfig
 from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
 from vldistill.models.student import Student
@@ -52,12 +53,29 @@ def held_out_matching(root: str | Path, cfg: StudentConfig, validation: dict
     return (lambda m: matching_metrics(m, corpus, bank, check)), validation["every"]
 
 
+def initialise_towers(model: Student, init: dict | None) -> list[dict]:
+    """Load pretrained unimodal towers (``init``: {vision, text} checkpoint paths or null);
+    one provenance record per tower loaded."""
+    init = init or {}
+    records = []
+    if init.get("vision"):
+        records.append(load_vision_backbone(model.vision, init["vision"]))
+    if init.get("text"):
+        records.append(load_clip_text(model.text, init["text"]))
+    for record in records:
+        log.info("%s tower from %s (%s, sha256 %s)", record["tower"], record["path"],
+                 record["kind"], record["sha256"][:12])
+    return [{"stage": "tower_init", **record} for record in records]
+
+
 def pretrain_student(*, root: str | Path, student: dict, training: dict, objective: dict,
                      validation: dict, seed: int, out_path: str | Path,
-                     metrics_path: str | Path, compute: dict | None = None) -> dict:
+                     metrics_path: str | Path, compute: dict | None = None,
+                     init: dict | None = None) -> dict:
     """VL pre-training (ITC, ITM on checked-false hard negatives, bidirectional captioning)
-    from scratch, with held-out ITM on the val split along the way. ``compute``: device and
-    precision (train/compute.py); the data stay on the host and each batch moves."""
+    from scratch or from pretrained unimodal towers (``init``), with held-out ITM on the val
+    split along the way. ``compute``: device and precision (train/compute.py); the data stay
+    on the host and each batch moves."""
     where = Compute.from_dict(compute)
     cfg = StudentConfig.from_dict(student)
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
@@ -65,12 +83,14 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
     bank, corpus, _ = caption_data(root, "train", cfg)
     validate, every = held_out_matching(root, cfg, validation)
     torch.manual_seed(seed)
-    model = create_student(cfg).to(where.torch_device())
+    model = create_student(cfg)
+    provenance = initialise_towers(model, init)
+    model.to(where.torch_device())
     model.decoder.set_output_vocabulary(caption_vocabulary(corpus))
     log.info("student: %.2f M parameters; %d captions; output vocabulary %d",
              model.num_parameters() / 1e6, len(corpus), len(caption_vocabulary(corpus)))
     state = state_path(out_path, {"student": student, "training": training,
-                                  "objective": objective, "seed": seed})
+                                  "objective": objective, "seed": seed, "init": provenance})
     history = train(
         model,
         lambda m, rows, step: pretrain_loss(m, corpus, bank, rows, goal),
@@ -79,7 +99,8 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
     seeds = add_seed(dataset_seeds(root), "pretrain", seed)
     return finish_student(model, history, out_path, metrics_path,
                           {"stage": "pretrain", "dataset": Path(root).name, "seed": seed,
-                           "seeds": seeds, "n_captions": len(corpus)})
+                           "seeds": seeds, "n_captions": len(corpus),
+                           "provenance": provenance})
 
 
 def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
