@@ -190,6 +190,7 @@ EVAL_PARAMS = {"split": GALLERY_SPLIT,
                "captions_per_image": RETRIEVAL["captions_per_image"],
                "max_queries": RETRIEVAL["max_queries"]} if RETRIEVAL else {}
 RETRIEVAL_SEEDS = RETRIEVAL["seeds"] if RETRIEVAL else []
+RETRIEVAL_REUSE = RETRIEVAL["reuse"] if RETRIEVAL else None  # another run's Slow and Fast
 RERANK_FAST = RETRIEVAL["rerank"]["fast"] if RETRIEVAL else None  # whose top-K Slow re-ranks
 
 
@@ -276,7 +277,7 @@ def training_metrics(dataset=DATASET):
     # only the students something else in the DAG starts from: plotting must not train more
     students = {"pretrained", *(AGNOSTIC_START[m] for m in FINETUNE["methods"])} \
         if FINETUNE["tasks"] else set()
-    for part in ("slow", "fast") if RETRIEVAL else ():
+    for part in ("slow", "fast") if RETRIEVAL and not RETRIEVAL_REUSE else ():
         if RETRIEVAL[part]["init"] != "scratch":
             students.add("pretrained" if RETRIEVAL[part]["init"] == "pretrained" else "mad")
     return [

@@ -1,7 +1,9 @@
 # Stage 6: Fast and Slow retrieval. The Slow captioner and the Fast dual encoders train on the
 # train split's captions; the gallery is the `retrieval.split` images, queried by their captions.
 # Every model, index and result lives under seed-{seed}/: one independent run per retrieval seed
-# (`retrieval.seeds`), all answering the same queries; the report aggregates over seeds.
+# (`retrieval.seeds`), all answering the same queries; the report aggregates over seeds. With
+# retrieval.reuse the Slow and Fast models come from another run (retrieval_import) and only
+# the index, evaluations and re-ranking are this run's.
 
 # The section is optional: absent, no job of these rules exists. Params that read it are
 # functions, evaluated only for the jobs that exist.
@@ -13,58 +15,87 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-rule retrieval_slow:
-    """Train the Slow model: the student's captioning decoder, bidirectional captioning loss."""
-    input:
-        unpack(lambda wc: {**caption_inputs("train"), **start_input("slow")}),
-    output:
-        model="models/{dataset}/retrieval/seed-{seed}/slow.safetensors",
-        metrics="models/{dataset}/retrieval/seed-{seed}/slow.json",
-    params:
-        compute=config["compute"],  # device and precision (train/compute.py)
-        slow=lambda wc: RETRIEVAL["slow"],
-        student=config["student"],
-    threads: 2
-    log:
-        "logs/{dataset}/retrieval/seed-{seed}/slow.log",
-    benchmark:
-        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/slow.tsv"
-    resources:
-        gpu=TRAINING_GPUS,
-        mem_mb=6000,
-        runtime=240,
-    script:
-        "../scripts/retrieval_slow.py"
+if RETRIEVAL_REUSE:
+
+    localrules:
+        retrieval_import,
+
+    rule retrieval_import:
+        """Another run's Slow or Fast model, with its provenance recorded."""
+        input:
+            model=f"{RETRIEVAL_REUSE}/seed-{{seed}}/{{name}}.safetensors",
+            metrics=f"{RETRIEVAL_REUSE}/seed-{{seed}}/{{name}}.json",
+        output:
+            model="models/{dataset}/retrieval/seed-{seed}/{name}.safetensors",
+            metrics="models/{dataset}/retrieval/seed-{seed}/{name}.json",
+        wildcard_constraints:
+            name="|".join(["slow", *FAST_MODELS]),
+        params:
+            student=config["student"],
+        log:
+            "logs/{dataset}/retrieval/seed-{seed}/import-{name}.log",
+        benchmark:
+            "benchmarks/runs/{dataset}/retrieval/seed-{seed}/import-{name}.tsv"
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../scripts/retrieval_import.py"
+
+else:
+
+    rule retrieval_slow:
+        """Train the Slow model: the student's captioning decoder, bidirectional captioning loss."""
+        input:
+            unpack(lambda wc: {**caption_inputs("train"), **start_input("slow")}),
+        output:
+            model="models/{dataset}/retrieval/seed-{seed}/slow.safetensors",
+            metrics="models/{dataset}/retrieval/seed-{seed}/slow.json",
+        params:
+            compute=config["compute"],  # device and precision (train/compute.py)
+            slow=lambda wc: RETRIEVAL["slow"],
+            student=config["student"],
+        threads: 2
+        log:
+            "logs/{dataset}/retrieval/seed-{seed}/slow.log",
+        benchmark:
+            "benchmarks/runs/{dataset}/retrieval/seed-{seed}/slow.tsv"
+        resources:
+            gpu=TRAINING_GPUS,
+            mem_mb=6000,
+            runtime=240,
+        script:
+            "../scripts/retrieval_slow.py"
 
 
-rule retrieval_fast:
-    """Train a Fast dual encoder: InfoNCE, plus KL from the Slow model for fast_distilled."""
-    input:
-        unpack(lambda wc: {
-            **caption_inputs("train"),
-            **start_input("fast"),
-            **({"slow": "models/{dataset}/retrieval/seed-{seed}/slow.safetensors"}
-               if wc.fast_model == "fast_distilled" else {}),
-        }),
-    output:
-        model="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
-        metrics="models/{dataset}/retrieval/seed-{seed}/{fast_model}.json",
-    params:
-        compute=config["compute"],  # device and precision (train/compute.py)
-        fast=lambda wc: RETRIEVAL["fast"],
-        distill=lambda wc: RETRIEVAL["distill"] if wc.fast_model == "fast_distilled" else None,
-        student=config["student"],
-    threads: 2
-    log:
-        "logs/{dataset}/retrieval/seed-{seed}/{fast_model}.log",
-    benchmark:
-        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/{fast_model}.tsv"
-    resources:
-        gpu=TRAINING_GPUS,
-        mem_mb=6000,
-        runtime=240,
-    script:
-        "../scripts/retrieval_fast.py"
+    rule retrieval_fast:
+        """Train a Fast dual encoder: InfoNCE, plus KL from the Slow model for fast_distilled."""
+        input:
+            unpack(lambda wc: {
+                **caption_inputs("train"),
+                **start_input("fast"),
+                **({"slow": "models/{dataset}/retrieval/seed-{seed}/slow.safetensors"}
+                   if wc.fast_model == "fast_distilled" else {}),
+            }),
+        output:
+            model="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
+            metrics="models/{dataset}/retrieval/seed-{seed}/{fast_model}.json",
+        params:
+            compute=config["compute"],  # device and precision (train/compute.py)
+            fast=lambda wc: RETRIEVAL["fast"],
+            distill=lambda wc: RETRIEVAL["distill"] if wc.fast_model == "fast_distilled" else None,
+            student=config["student"],
+        threads: 2
+        log:
+            "logs/{dataset}/retrieval/seed-{seed}/{fast_model}.log",
+        benchmark:
+            "benchmarks/runs/{dataset}/retrieval/seed-{seed}/{fast_model}.tsv"
+        resources:
+            gpu=TRAINING_GPUS,
+            mem_mb=6000,
+            runtime=240,
+        script:
+            "../scripts/retrieval_fast.py"
 
 
 rule retrieval_index:

@@ -178,3 +178,11 @@ def test_a_table_without_training_rows_fails_the_data_rule_naming_the_stage(tmp_
         in message
     assert "the vqa task" not in message
     assert "sources[].splits" in message
+
+
+def test_retrieval_reuse_must_name_another_runs_folder(schema, default):
+    default["retrieval"]["reuse"] = "models/tiny/retrieval"
+    check_config(default, schema)  # another dataset's models: fine
+    default["retrieval"]["reuse"] = f"./models/{default['dataset']['name']}/retrieval"
+    assert "retrieval.reuse:" in errors_of(default, schema)
+    assert "this run's own retrieval folder" in errors_of(default, schema)

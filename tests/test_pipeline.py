@@ -336,3 +336,27 @@ def test_a_second_dataset_fine_tunes_the_first_ones_students_without_retraining_
     assert metrics["seeds"] == {"data": 7, "source_data": 0, "pretrain": 0,
                                 "task_agnostic": 0, "finetune": 0}
     assert metrics["results"]["test"]["n"] > 0
+
+
+@pytest.mark.slow
+def test_a_second_dataset_searches_its_gallery_with_the_first_ones_retrieval_models(tiny_run):
+    """retrieval.reuse: the Slow and Fast models imported, the index, evaluation and
+    re-ranking over the second dataset's own gallery."""
+    override = tiny_run / "configs" / "reuse-retrieval.yaml"
+    override.write_text("dataset: {name: tiny3, source: synthetic}\n"
+                        "seed: 8\n"
+                        "finetune: {tasks: []}\n"
+                        "retrieval: {reuse: models/tiny/retrieval}\n")
+    jobs = dry_run_jobs(tiny_run, str(override))
+    assert jobs["retrieval_import"] == 3  # slow, fast, fast_distilled
+    assert not {"retrieval_slow", "retrieval_fast", "student_pretrain"} & set(jobs)
+    source = tiny_run / "models/tiny/retrieval/seed-0/fast_distilled.safetensors"
+    before = source.stat().st_mtime_ns
+    job = "results/tiny3/retrieval/seed-0/rerank_k4.json"
+    result = snakemake(tiny_run, "--cores", "2", job, overrides=(str(override),))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert source.stat().st_mtime_ns == before
+    reranked = json.loads((tiny_run / job).read_text())
+    assert {r["dataset"] for r in reranked["provenance"]} == {"tiny"}
+    assert {r["stage"] for r in reranked["provenance"]} == {"slow", "fast"}
+    assert reranked["seeds"]["data"] == 8 and reranked["seeds"]["source_data"] == 0

@@ -117,10 +117,13 @@ def semantic_errors(config: dict) -> list[str]:
                 problems.append(f"sources[{i}].images: {source.get('images')!r} is not one of "
                                 f"the image_roots {sorted(roots)}")
     reuse = config.get("pretrain", {}).get("reuse")
-    own = f"models/{config.get('dataset', {}).get('name')}/student"
-    if reuse and Path(reuse).as_posix().rstrip("/") in (own, f"./{own}"):
-        problems.append(f"pretrain.reuse: {reuse!r} is this run's own student folder; name "
-                        "another run's (models/<its dataset>/student), or null to train here")
+    retrieval_reuse = (config.get("retrieval") or {}).get("reuse")
+    for key, folder, stage in (("pretrain.reuse", reuse, "student"),
+                               ("retrieval.reuse", retrieval_reuse, "retrieval")):
+        own = f"models/{config.get('dataset', {}).get('name')}/{stage}"
+        if folder and Path(folder).as_posix().removeprefix("./").rstrip("/") == own:
+            problems.append(f"{key}: {folder!r} is this run's own {stage} folder; name another "
+                            f"run's (models/<its dataset>/{stage}), or null to train here")
     init = config.get("pretrain", {}).get("init") or {}
     student = config.get("student", {})
     if init.get("vision") and not student.get("vision_backbone"):

@@ -441,7 +441,7 @@ ANSWER_TYPES: dict[str, str] = {
 _WORD_TO_DIGIT = {w: str(i) for i, w in enumerate(NUMBER_WORDS)}
 
 
-def normalize_answer(text: str) -> str:
+def answer_group_key(text: str) -> str:
     """Case, surrounding punctuation and number words; enough to group annotator answers."""
     text = text.strip().lower().strip(".,!?;:'\" ")
     return _WORD_TO_DIGIT.get(text, text)
@@ -483,8 +483,8 @@ def annotate(
             answers.append(_pick(rng, variants))
         else:
             answers.append(gold)
-    counts = Counter(normalize_answer(a) for a in answers)
-    order = {a: i for i, a in reversed(list(enumerate(normalize_answer(a) for a in answers)))}
+    counts = Counter(answer_group_key(a) for a in answers)
+    order = {a: i for i, a in reversed(list(enumerate(answer_group_key(a) for a in answers)))}
     majority = min(counts, key=lambda a: (-counts[a], order[a]))
     return tuple(answers), majority
 

@@ -75,7 +75,7 @@ _VISIBILITY_EVENTS: tuple[str, ...] = ("appear", "disappear", "appear_order", "d
 _BASE_EVENTS: tuple[str, ...] = (
     "move", "move_stop", "round_trip", "appear", "appear_order", "color_change",
 )  # fmt: skip
-DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
+MOTION_DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "up": "down", "down": "up"}
 # (axis, sign): axis 0 moves x (columns), axis 1 moves y (rows); image y grows downwards
 _AXIS: dict[str, tuple[int, int]] = {
@@ -351,7 +351,7 @@ def sample_script(
 
     direction, distance, onsets = None, 0, ()
     if event in MOTION_EVENTS:
-        direction = _pick(rng, DIRECTIONS)
+        direction = _pick(rng, MOTION_DIRECTIONS)
         axis, sign = _AXIS[direction]
         lane = int(rng.integers(GRID))
         start, stop = _pick(rng, [(a, b) for a in range(GRID) for b in range(GRID)

@@ -7,7 +7,7 @@ from vldistill.models.factory import (
     save_checkpoint,
     student_config_from_dict,
 )
-from vldistill.models.fusion import DIRECTIONS, CaptionDecoder, FusedOutput, FusionEncoder
+from vldistill.models.fusion import CAPTION_DIRECTIONS, CaptionDecoder, FusedOutput, FusionEncoder
 from vldistill.models.heads import (
     ProjectedFeatures,
     TaskHeads,
@@ -21,7 +21,7 @@ from vldistill.models.tokenizer import Tokenizer, mask_from_ids, reverse_ids
 from vldistill.models.vision import VisionOutput, VisionPyramid, normalize_images
 
 __all__ = [
-    "DIRECTIONS",
+    "CAPTION_DIRECTIONS",
     "CaptionDecoder",
     "FusedOutput",
     "FusionEncoder",

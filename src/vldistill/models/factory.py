@@ -19,7 +19,7 @@ from safetensors.torch import load_file, load_model, save_model
 from vldistill.io import atomic_output, canonicalise_safetensors
 from vldistill.models.config import HeadsConfig, StudentConfig
 from vldistill.models.fast import FastDualEncoder
-from vldistill.models.fusion import DIRECTIONS
+from vldistill.models.fusion import CAPTION_DIRECTIONS
 from vldistill.models.student import Student
 
 CHECKPOINT_FORMAT = "vldistill.student/1"
@@ -84,7 +84,7 @@ def matching_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor],
 def load_slow(path: str | Path) -> tuple[Student, tuple[str, ...]]:
     """The Slow model in eval mode and the caption directions its score h_slow sums."""
     model, _, extra = load_checkpoint(path)
-    return model, tuple(extra.get("directions", DIRECTIONS))
+    return model, tuple(extra.get("directions", CAPTION_DIRECTIONS))
 
 
 def create_fast(cfg: StudentConfig, embed_dim: int, start: str | Path | None) -> FastDualEncoder:

@@ -27,7 +27,7 @@ from vldistill.models.config import StudentConfig
 from vldistill.models.text import Block, key_padding_mask, pool_at_eot
 from vldistill.models.tokenizer import reverse_ids, trim_padding, used_columns
 
-DIRECTIONS: tuple[str, ...] = ("forward", "backward")
+CAPTION_DIRECTIONS: tuple[str, ...] = ("forward", "backward")
 
 
 @dataclass
@@ -74,7 +74,7 @@ class CaptionDecoder(nn.Module):
         d = cfg.width
         self.token_embedding = token_embedding  # shared with the text tower; also the LM head
         self.pos_embedding = nn.Parameter(torch.zeros(cfg.context_length, d))
-        self.direction_embedding = nn.Parameter(torch.zeros(len(DIRECTIONS), d))
+        self.direction_embedding = nn.Parameter(torch.zeros(len(CAPTION_DIRECTIONS), d))
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
             Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout, cross=True)
@@ -126,11 +126,11 @@ class CaptionDecoder(nn.Module):
         """Next-token logits [B, L, V] for ids already in reading order (no reversal here);
         V = the closed output vocabulary + 1 when one is set. ``keys_values``: the layers'
         image keys and values (``cross_keys_values``) instead of ``image_levels``."""
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if direction not in CAPTION_DIRECTIONS:
+            raise ValueError(f"direction must be one of {CAPTION_DIRECTIONS}, got {direction!r}")
         length = ids.shape[1]
         x = self.token_embedding(ids) + self.pos_embedding[:length]
-        x = self.drop(x + self.direction_embedding[DIRECTIONS.index(direction)])
+        x = self.drop(x + self.direction_embedding[CAPTION_DIRECTIONS.index(direction)])
         causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
         if keys_values is None:
             keys_values = self.cross_keys_values(image_levels)
@@ -182,7 +182,7 @@ class CaptionDecoder(nn.Module):
         image_levels: Sequence[torch.Tensor] | None,
         ids: torch.Tensor,
         mask: torch.Tensor,
-        directions: Sequence[str] = DIRECTIONS,
+        directions: Sequence[str] = CAPTION_DIRECTIONS,
         keys_values: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """[B]: h_slow = fwd / len + bwd / len, len = number of target tokens (only the forward
@@ -200,7 +200,7 @@ class CaptionDecoder(nn.Module):
         ids: torch.Tensor,
         mask: torch.Tensor,
         max_pairs: int = 256,
-        directions: Sequence[str] = DIRECTIONS,
+        directions: Sequence[str] = CAPTION_DIRECTIONS,
     ) -> torch.Tensor:
         """[N, M] h_slow of every image (N) with every caption (M), scored as batched pairs.
 
@@ -240,7 +240,7 @@ class CaptionDecoder(nn.Module):
         image_index: torch.Tensor,
         text_index: torch.Tensor,
         max_pairs: int = 256,
-        directions: Sequence[str] = DIRECTIONS,
+        directions: Sequence[str] = CAPTION_DIRECTIONS,
     ) -> torch.Tensor:
         """[P] h_slow of the pairs (image_index[p], text_index[p]), ``max_pairs`` per batched
         forward pass (re-ranking scores each query's K candidates this way). Each distinct

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vldistill.models.config import HeadsConfig, StudentConfig
-from vldistill.models.fusion import DIRECTIONS, CaptionDecoder, FusedOutput, FusionEncoder
+from vldistill.models.fusion import CAPTION_DIRECTIONS, CaptionDecoder, FusedOutput, FusionEncoder
 from vldistill.models.heads import TaskHeads, TeacherProjections
 from vldistill.models.text import TextEncoder, TextOutput
 from vldistill.models.vision import VisionOutput, VisionPyramid
@@ -110,7 +110,7 @@ class Student(nn.Module):
 
     def slow_scores(
         self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-        directions: Sequence[str] = DIRECTIONS,
+        directions: Sequence[str] = CAPTION_DIRECTIONS,
     ) -> torch.Tensor:
         """[B] h_slow of aligned (image i, caption i) pairs."""
         return self.decoder.length_normalised_score(self.encode_image(images).levels, ids, mask,
@@ -118,7 +118,7 @@ class Student(nn.Module):
 
     def slow_score_matrix(
         self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, max_pairs: int = 256,
-        directions: Sequence[str] = DIRECTIONS,
+        directions: Sequence[str] = CAPTION_DIRECTIONS,
     ) -> torch.Tensor:
         """[N, M] h_slow of every image with every caption (images encoded once)."""
         levels = self.encode_image(images).levels

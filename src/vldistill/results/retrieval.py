@@ -32,7 +32,7 @@ from vldistill.results.summary import (
     write_report_files,
 )
 
-DIRECTIONS: tuple[str, ...] = ("t2i", "i2t")
+REPORTED_DIRECTIONS: tuple[str, ...] = ("t2i", "i2t")
 LATENCY: tuple[str, ...] = ("fast", "slow", "total")
 
 
@@ -62,7 +62,7 @@ def result_rows(result: dict[str, Any], dataset: str, split: str) -> list[dict[s
     base = {"dataset": dataset, "task": "retrieval", "regime": "full", "split": split,
             "method": model, "seed": int(result["seed"])}
     rows = []
-    for direction in DIRECTIONS:
+    for direction in REPORTED_DIRECTIONS:
         metrics = result.get(direction)
         if metrics is None:  # re-rankers answer text -> image only
             continue

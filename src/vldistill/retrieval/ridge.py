@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from vldistill.eval.retrieval import retrieval_metrics
 
 LAMBDAS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-DIRECTIONS: tuple[str, ...] = ("text_to_image", "image_to_text")
+MAP_DIRECTIONS: tuple[str, ...] = ("text_to_image", "image_to_text")
 
 
 @dataclass
@@ -44,8 +44,8 @@ class RidgeMap:
 def fit_ridge(texts: torch.Tensor, images: torch.Tensor, direction: str,
               lam: float) -> RidgeMap:
     """Fit on paired rows (text i describes image i): [N, D_text] and [N, D_image]."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; expected one of {DIRECTIONS}")
+    if direction not in MAP_DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; expected one of {MAP_DIRECTIONS}")
     if len(texts) != len(images) or len(texts) == 0:
         raise ValueError(f"need the same positive number of texts and images, got "
                          f"{len(texts)} and {len(images)}")
@@ -71,7 +71,7 @@ def choose_ridge(train_texts: torch.Tensor, train_images: torch.Tensor,
     """Fit every (direction, lambda) on the training pairs and keep the best on val's text ->
     image retrieval (the first of equals); returns it and every candidate's val metrics."""
     best, best_score, table = None, None, {}
-    for direction in DIRECTIONS:
+    for direction in MAP_DIRECTIONS:
         for lam in LAMBDAS:
             ridge = fit_ridge(train_texts, train_images, direction, lam)
             metrics = retrieval_metrics(ridge.scores(val_texts, val_images), val_gold)

@@ -41,7 +41,7 @@ from vldistill.models.factory import (
     save_fast,
 )
 from vldistill.models.fast import FastDualEncoder
-from vldistill.models.fusion import DIRECTIONS
+from vldistill.models.fusion import CAPTION_DIRECTIONS
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.results.ranks import TopImages, write_query_ranks
@@ -93,8 +93,8 @@ def train_slow(*, root: str | Path, init: str, start: str | Path | None, student
     captioning loss, from the MAD student, the pre-trained student or scratch."""
     where = Compute.from_dict(compute)
     directions = tuple(directions)
-    if not directions or set(directions) - set(DIRECTIONS):
-        raise ValueError(f"directions must be a non-empty subset of {DIRECTIONS}, got "
+    if not directions or set(directions) - set(CAPTION_DIRECTIONS):
+        raise ValueError(f"directions must be a non-empty subset of {CAPTION_DIRECTIONS}, got "
                          f"{directions}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -125,7 +125,8 @@ def train_slow(*, root: str | Path, init: str, start: str | Path | None, student
     # load_slow reads the directions h_slow sums back from the checkpoint's metadata
     seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)
     return finish_student(model, history, out_path, metrics_path,
-                          {"stage": "slow", "init": init, "progressive": progressive,
+                          {"stage": "slow", "dataset": Path(root).name, "init": init,
+                           "progressive": progressive,
                            "directions": list(directions), "seeds": seeds,
                            "provenance": checkpoint_provenance(start)})
 
@@ -147,7 +148,7 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
     torch.manual_seed(seed)
     device = where.torch_device()
     model = create_fast(cfg, embed_dim, None if init == "scratch" else start).to(device)
-    slow, directions = (None, DIRECTIONS)
+    slow, directions = (None, CAPTION_DIRECTIONS)
     if distill is not None:
         if slow_path is None:
             raise ValueError("the distilled Fast model needs the Slow checkpoint")
@@ -195,10 +196,13 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
         return {}
     seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)
     provenance = checkpoint_provenance(start)
-    save_fast(out_path, model, {"temperature": temperature, "distilled": distill is not None,
+    save_fast(out_path, model, {"stage": "fast", "dataset": Path(root).name,
+                                "temperature": temperature, "distilled": distill is not None,
                                 "seeds": seeds, "provenance": provenance})
     clear_states(out_path)
-    return write_training_summary(history, metrics_path, {"stage": "fast", "init": init,
+    return write_training_summary(history, metrics_path, {"stage": "fast",
+                                                          "dataset": Path(root).name,
+                                                          "init": init,
                                                           "distill": distill,
                                                           "hard_negatives": hard_negatives,
                                                           "seeds": seeds,
@@ -227,6 +231,13 @@ def upstream_seeds(root: str | Path, init: str, start: str | Path | None) -> dic
     if init == "scratch" or start is None:
         return dataset_seeds(root)
     return merge_seeds(dataset_seeds(root), checkpoint_seeds(start))
+
+
+def evaluation_seeds(root: str | Path, model_seeds: dict[str, int], max_queries: int | None
+                     ) -> dict[str, int]:
+    """Seeds of an evaluation: its models', the gallery data's (a model imported from another
+    run was trained on another dataset) and the query subset's."""
+    return query_seeds(merge_seeds(dataset_seeds(root), model_seeds), max_queries)
 
 
 def _one_caption_per_image(corpus: CaptionCorpus, rows: torch.Tensor) -> torch.Tensor:
@@ -376,7 +387,7 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
         **fast_hard_negatives(model, data, gallery, queries),
         "latency_ms_per_query": {"fast": fast_ms, "slow": 0.0, "total": fast_ms},
         "slow_calls_per_query": 0, "gallery": n_gallery, "queries": n_queries,
-        "seeds": query_seeds(extra.get("seeds", {}), max_queries),
+        "seeds": evaluation_seeds(root, extra.get("seeds", {}), max_queries),
         "provenance": extra.get("provenance", []),
     }
 
@@ -460,7 +471,7 @@ def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str
         **hard,
         "slow_calls_per_query": n_gallery if kind == "slow" else 0,
         "gallery": n_gallery, "queries": n_queries,
-        "seeds": query_seeds(seeds, max_queries),
+        "seeds": evaluation_seeds(root, seeds, max_queries),
         "provenance": checkpoint_provenance(model_path),
     }
 
@@ -487,7 +498,7 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
         **slow_hard_negatives(slow, data, levels, matrix, max_pairs, directions),
         "latency_ms_per_query": {"fast": 0.0, "slow": slow_ms, "total": slow_ms},
         "slow_calls_per_query": n_gallery, "gallery": n_gallery, "queries": n_queries,
-        "seeds": query_seeds(checkpoint_seeds(slow_path), max_queries),
+        "seeds": evaluation_seeds(root, checkpoint_seeds(slow_path), max_queries),
         "provenance": checkpoint_provenance(slow_path),
         "t2i_ceiling": caption_ceiling(data.same_caption),
     }
@@ -554,8 +565,8 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
         "latency_ms_per_query": {"fast": fast_ms, "slow": slow_ms, "total": fast_ms + slow_ms},
         "slow_calls_per_query": float(found.sum()) / n_queries, "gallery": index.ntotal,
         "queries": n_queries,
-        "seeds": query_seeds(merge_seeds(checkpoint_seeds(fast_path),
-                                         checkpoint_seeds(slow_path)), max_queries),
+        "seeds": evaluation_seeds(root, merge_seeds(checkpoint_seeds(fast_path),
+                                                    checkpoint_seeds(slow_path)), max_queries),
         "provenance": merge_provenance(checkpoint_provenance(fast_path),
                                        checkpoint_provenance(slow_path)),
     }

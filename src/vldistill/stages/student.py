@@ -1,5 +1,5 @@
-"""The student stages: VL pre-training, then the task-agnostic students on the caption corpus,
-or both imported from another run (``pretrain.reuse``: train once, fine-tune on many datasets).
+"""The student stages: VL pre-training, then the task-agnostic students on the caption corpus
+(or both imported from another run: stages/imports.py).
 
 Both train on the *train* split's captions only. Training state (model, optimiser, step) is
 checkpointed next to the output under a name that hashes the stage's config, so a killed job
@@ -8,8 +8,6 @@ resumes where it stopped, a changed config starts afresh, and the state is remov
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,9 @@ import torch
 
 from vldistill.distill.agnostic import agnostic_config
 from vldistill.distill.mad import distillation_loss
-from vldistill.io import file_sha256, write_json
 from vldistill.models.backbones import load_clip_text, load_vision_backbone
 from vldistill.models.config import HeadsConfig, StudentConfig
-from vldistill.models.factory import create_student, load_checkpoint, save_checkpoint
+from vldistill.models.factory import create_student, load_checkpoint
 from vldistill.models.student import Student
 from vldistill.seeds import add_seed, checkpoint_provenance, checkpoint_seeds, dataset_seeds
 from vldistill.train.checkpoints import finish_student, load_backbone, state_path
@@ -162,38 +159,3 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
                            "variant": variant, "seed": seed, "seeds": seeds,
                            "n_captions": len(corpus),
                            "provenance": checkpoint_provenance(pretrained)})
-
-
-def import_student(*, source: str | Path, source_metrics: str | Path, student: dict,
-                   out_path: str | Path, metrics_path: str | Path) -> dict:
-    """Make another run's student this run's: the same weights and training summary, plus a
-    provenance record (source path, its sha256, dataset, stage, seeds, student config) that every
-    downstream model and metrics file carries. Its student config must be this run's ``student``
-    section, so that what config.yaml says is what the run fine-tunes."""
-    model, cfg, extra = load_checkpoint(source)
-    wanted = StudentConfig.from_dict(student)
-    if cfg != wanted:
-        pairs = ((f.name, getattr(cfg, f.name), getattr(wanted, f.name))
-                 for f in dataclasses.fields(cfg))
-        listed = "; ".join(f"student.{k}: source {a!r}, this run {b!r}"
-                           for k, a, b in pairs if a != b)
-        raise ValueError(f"pretrain.reuse: {source} was trained with another student config "
-                         f"({listed}). Set this run's student section to the source run's, or "
-                         "remove pretrain.reuse to train a student here")
-    source = Path(source).resolve()
-    # written before students recorded their dataset: models/<dataset>/student/seed-<s>/<file>
-    dataset = extra.get("dataset") or (source.parents[2].name
-                                       if source.parents[1].name == "student" else None)
-    record = {"path": str(source), "sha256": file_sha256(source),
-              "dataset": dataset, "stage": extra.get("stage"),
-              "variant": extra.get("variant"), "seeds": extra.get("seeds", {}),
-              "student_config": cfg.to_dict()}
-    provenance = [*extra.get("provenance", []), record]
-    # the source's generator seed is another dataset's: kept apart from this run's data seed
-    seeds = {("source_data" if k == "data" else k): v for k, v in extra.get("seeds", {}).items()}
-    save_checkpoint(out_path, model, extra={**extra, "seeds": seeds, "provenance": provenance})
-    summary = {**json.loads(Path(source_metrics).read_text()), "provenance": provenance}
-    write_json(summary, metrics_path)
-    log.info("imported %s (%s, dataset %s, seeds %s)", source, extra.get("stage"),
-             extra.get("dataset"), extra.get("seeds"))
-    return summary
