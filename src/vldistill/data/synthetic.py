@@ -26,6 +26,12 @@ from tqdm import tqdm
 
 from vldistill.config import read_section
 from vldistill.data import language
+from vldistill.data.generator_checks import (
+    check_counts,
+    check_image_size,
+    check_int,
+    check_object_range,
+)
 from vldistill.data.manifest import SCHEMAS, SPLITS, VE_LABELS, manifest_path, write_manifest
 from vldistill.data.scenes import GRID, Geometry, Scene, geometry, render, sample_scene
 from vldistill.data.truth import claim_to_json
@@ -44,9 +50,11 @@ def _default_counts() -> dict[str, int]:
     return {"train": 2000, "val": 300, "test": 500, "test_shifted": 500}
 
 
+_OWNER = "synthetic config"
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"synthetic config {name} must be an integer >= {minimum}, got {value!r}")
+    check_int(_OWNER, name, value, minimum)
 
 
 @dataclass(frozen=True)
@@ -65,22 +73,10 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         # a private copy, so mutating the caller's dict cannot change a frozen config
         object.__setattr__(self, "counts", dict(self.counts))
-        _check_int("image_size", self.image_size, 1)
-        try:
-            geometry(self.image_size)
-        except ValueError as exc:
-            raise ValueError(f"synthetic config image_size: {exc}") from exc
-        for split in self.counts:
-            if split not in SPLITS:
-                raise ValueError(f"synthetic config counts has unknown split {split!r}")
-        for split in SPLITS:
-            if split not in self.counts:
-                raise ValueError(f"synthetic config counts lacks split {split!r}")
-            _check_int(f"counts[{split!r}]", self.counts[split], 0)
-        _check_int("min_objects", self.min_objects, 1)
-        _check_int("max_objects", self.max_objects, self.min_objects)
-        if self.max_objects > GRID * GRID:
-            raise ValueError(f"synthetic config max_objects must be <= {GRID * GRID} (grid cells)")
+        check_image_size(_OWNER, self.image_size)
+        check_counts(_OWNER, self.counts)
+        check_object_range(_OWNER, self.min_objects, self.max_objects, GRID * GRID,
+                           " (grid cells)")
         for name in ("captions_per_image", "vqa_per_image", "ve_per_image", "vcr_per_image"):
             _check_int(name, getattr(self, name), 0)
         if self.ve_per_image % len(VE_LABELS):

@@ -38,6 +38,12 @@ import polars as pl
 from tqdm import tqdm
 
 from vldistill.config import read_section
+from vldistill.data.generator_checks import (
+    check_counts,
+    check_image_size,
+    check_int,
+    check_object_range,
+)
 from vldistill.data.manifest import SCHEMAS, SPLITS, manifest_path, write_manifest
 from vldistill.data.scenes import (
     BACKGROUNDS,
@@ -95,10 +101,11 @@ def _default_counts() -> dict[str, int]:
     return {"train": 1000, "val": 200, "test": 300, "test_shifted": 300}
 
 
+_OWNER = "synthetic video config"
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"synthetic video config {name} must be an integer >= {minimum}, "
-                         f"got {value!r}")
+    check_int(_OWNER, name, value, minimum)
 
 
 @dataclass(frozen=True)
@@ -117,11 +124,7 @@ class SyntheticVideoConfig:
     def __post_init__(self) -> None:
         # a private copy, so mutating the caller's dict cannot change a frozen config
         object.__setattr__(self, "counts", dict(self.counts))
-        _check_int("image_size", self.image_size, 1)
-        try:
-            geometry(self.image_size)
-        except ValueError as exc:
-            raise ValueError(f"synthetic video config image_size: {exc}") from exc
+        check_image_size(_OWNER, self.image_size)
         _check_int("n_frames", self.n_frames, MIN_FRAMES)
         # a round trip's dual is its rotation by half the clip: a permutation of frames only
         # when the clip has an even length
@@ -131,18 +134,9 @@ class SyntheticVideoConfig:
                 f"got {self.n_frames}"
             )
         _check_int("fps", self.fps, 1)
-        for split in self.counts:
-            if split not in SPLITS:
-                raise ValueError(f"synthetic video config counts has unknown split {split!r}")
-        for split in SPLITS:
-            if split not in self.counts:
-                raise ValueError(f"synthetic video config counts lacks split {split!r}")
-            _check_int(f"counts[{split!r}]", self.counts[split], 0)
+        check_counts(_OWNER, self.counts)
         _check_int("captions_per_clip", self.captions_per_clip, 0)
-        _check_int("min_objects", self.min_objects, 1)
-        _check_int("max_objects", self.max_objects, self.min_objects)
-        if self.max_objects > MAX_OBJECTS:
-            raise ValueError(f"synthetic video config max_objects must be <= {MAX_OBJECTS}")
+        check_object_range(_OWNER, self.min_objects, self.max_objects, MAX_OBJECTS, "")
         if not isinstance(self.dual_pairs, bool):
             raise ValueError(f"synthetic video config dual_pairs must be true or false, got "
                              f"{self.dual_pairs!r}")
