@@ -82,8 +82,8 @@ def test_dvc_repro_rebuilds_the_snakemake_table_and_pull_round_trips(repo, built
     for command in (push, add, commit):
         run(built, *command.argv)
 
-    fresh = project.parent / "fresh"
-    run(project.parent, "git", "clone", "-q", str(built), str(fresh))
+    fresh = built.parent / "fresh"
+    run(built.parent, "git", "clone", "-q", str(built), str(fresh))
     assert not any((fresh / name).exists() for name in ARTIFACTS)
     assert pull.argv == ("make", "pull")
     for command in make_recipe(fresh / "Makefile", "pull"):  # what `make pull` runs
