@@ -10,7 +10,7 @@
 
 
 wildcard_constraints:
-    fast_model="fast|fast_distilled",
+    fast_model="|".join(FAST_MODELS),
     k=r"\d+",
     seed=r"\d+",
 
