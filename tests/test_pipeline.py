@@ -311,6 +311,16 @@ def test_effects_pair_every_method_and_model_on_the_same_items(tiny_run):
 
 
 
+def build_reusing(workdir: Path, override: Path, source: Path, job: str) -> dict:
+    """Build one job of a run that imports another run's ``source`` model, check the source was
+    left as it was, and return the job's JSON."""
+    before = source.stat().st_mtime_ns
+    result = snakemake(workdir, "--cores", "2", job, overrides=(str(override),))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert source.stat().st_mtime_ns == before
+    return json.loads((workdir / job).read_text())
+
+
 @pytest.mark.slow
 def test_a_second_dataset_fine_tunes_the_first_ones_students_without_retraining_them(tiny_run):
     override = tiny_run / "configs" / "reuse.yaml"
@@ -322,12 +332,8 @@ def test_a_second_dataset_fine_tunes_the_first_ones_students_without_retraining_
     assert jobs["student_import"] == 3
     assert "student_pretrain" not in jobs and "student_task_agnostic" not in jobs
     source = tiny_run / "models/tiny/student/seed-0/agnostic-mad.safetensors"
-    before = source.stat().st_mtime_ns
-    job = "models/tiny2/vqa/full/mad/student-0/seed-0/metrics.json"
-    result = snakemake(tiny_run, "--cores", "2", job, overrides=(str(override),))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert source.stat().st_mtime_ns == before
-    metrics = json.loads((tiny_run / job).read_text())
+    metrics = build_reusing(tiny_run, override, source,
+                            "models/tiny2/vqa/full/mad/student-0/seed-0/metrics.json")
     [record] = metrics["provenance"]
     assert record["path"] == str(source.resolve()) and record["dataset"] == "tiny"
     assert record["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
@@ -351,12 +357,8 @@ def test_a_second_dataset_searches_its_gallery_with_the_first_ones_retrieval_mod
     assert jobs["retrieval_import"] == 3  # slow, fast, fast_distilled
     assert not {"retrieval_slow", "retrieval_fast", "student_pretrain"} & set(jobs)
     source = tiny_run / "models/tiny/retrieval/seed-0/fast_distilled.safetensors"
-    before = source.stat().st_mtime_ns
-    job = "results/tiny3/retrieval/seed-0/rerank_k4.json"
-    result = snakemake(tiny_run, "--cores", "2", job, overrides=(str(override),))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert source.stat().st_mtime_ns == before
-    reranked = json.loads((tiny_run / job).read_text())
+    reranked = build_reusing(tiny_run, override, source,
+                             "results/tiny3/retrieval/seed-0/rerank_k4.json")
     assert {r["dataset"] for r in reranked["provenance"]} == {"tiny"}
     assert {r["stage"] for r in reranked["provenance"]} == {"slow", "fast"}
     assert reranked["seeds"]["data"] == 8 and reranked["seeds"]["source_data"] == 0

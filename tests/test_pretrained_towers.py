@@ -76,7 +76,7 @@ def test_the_timm_backbone_gives_the_pyramid_the_checkpoints_features(timm_check
 
 
 def test_frozen_batch_norm_keeps_an_images_features_independent_of_its_batch():
-    backbone = TimmBackbone(BACKBONE, (128, 256, 512)).train()
+    backbone = TimmBackbone(BACKBONE, (128, 256, 512), (8, 16, 32)).train()
     images = torch.rand(3, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         alone = backbone(images[:1])
@@ -103,7 +103,7 @@ def test_pyramid_channels_that_do_not_match_the_backbone_are_refused_by_name():
         create_student(StudentConfig(image_size=64, width=32, heads=2,
                                      pyramid_channels=(32, 64, 128), vision_backbone=BACKBONE))
     with pytest.raises(ValueError, match="vision_backbone"):
-        TimmBackbone("no_such_model_x", (128, 256, 512))
+        TimmBackbone("no_such_model_x", (128, 256, 512), (8, 16, 32))
 
 
 def test_the_text_tower_from_clip_computes_clips_text_features(clip, clip_checkpoint):

@@ -8,6 +8,7 @@ starts (``pretrain.init``), and from then on travel in the student's own checkpo
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -16,9 +17,17 @@ from torch import nn
 from vldistill.io import file_sha256
 
 
-def pyramid_strides(levels: int) -> list[int]:
-    """Strides of the student's pyramid levels, fine to coarse (see models/vision.py)."""
-    return [2 ** (level + 3) for level in range(levels)]
+@functools.cache
+def feature_info(name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(strides, channels) of a timm model's feature maps. Cached: a student is built for every
+    stage and checkpoint load, and building the probe model costs seconds for large CNNs."""
+    import timm
+
+    try:
+        probe = timm.create_model(name, pretrained=False, features_only=True)
+    except RuntimeError as err:  # timm's "Unknown model"
+        raise ValueError(f"student.vision_backbone: {err}") from err
+    return tuple(probe.feature_info.reduction()), tuple(probe.feature_info.channels())
 
 
 class TimmBackbone(nn.Module):
@@ -29,29 +38,24 @@ class TimmBackbone(nn.Module):
     own normalisation (its pretrained mean and std) is applied inside, so callers keep the
     student's (x - 0.5) / 0.5 input."""
 
-    def __init__(self, name: str, channels: tuple[int, ...], weights: str | Path | None = None
-                 ) -> None:
+    def __init__(self, name: str, channels: tuple[int, ...], strides: tuple[int, ...],
+                 weights: str | Path | None = None) -> None:
         super().__init__()
         import timm
         from timm.layers import freeze_batch_norm_2d
 
-        strides = pyramid_strides(len(channels))
-        try:
-            probe = timm.create_model(name, pretrained=False, features_only=True)
-        except RuntimeError as err:  # timm's "Unknown model"
-            raise ValueError(f"student.vision_backbone: {err}") from err
-        reductions = probe.feature_info.reduction()
+        reductions, all_channels = feature_info(name)
         missing = [s for s in strides if s not in reductions]
         if missing:
             raise ValueError(
-                f"student.vision_backbone {name!r} has features at strides {reductions}; the "
-                f"student's {len(channels)} pyramid levels need strides {strides}")
+                f"student.vision_backbone {name!r} has features at strides {list(reductions)}; "
+                f"the student's {len(channels)} pyramid levels need strides {list(strides)}")
         indices = tuple(reductions.index(s) for s in strides)
-        found = tuple(probe.feature_info.channels()[i] for i in indices)
+        found = tuple(all_channels[i] for i in indices)
         if found != tuple(channels):
             raise ValueError(
                 f"student.pyramid_channels must be {list(found)} for vision_backbone {name!r} "
-                f"(its channels at strides {strides}), got {list(channels)}")
+                f"(its channels at strides {list(strides)}), got {list(channels)}")
         overlay = {"pretrained_cfg_overlay": {"file": str(weights)}} if weights else {}
         model = timm.create_model(name, pretrained=weights is not None, features_only=True,
                                   out_indices=indices, **overlay)
@@ -72,7 +76,8 @@ def load_vision_backbone(vision: nn.Module, weights: str | Path) -> dict[str, st
     backbone = getattr(vision, "backbone", None)
     if backbone is None:
         raise ValueError("pretrain.init.vision needs student.vision_backbone (a timm model name)")
-    source = TimmBackbone(vision.backbone_name, tuple(vision.channels), weights=weights)
+    source = TimmBackbone(vision.backbone_name, tuple(vision.channels), tuple(vision.strides),
+                          weights=weights)
     backbone.load_state_dict(source.state_dict(), strict=True)
     return {"tower": "vision", "kind": "timm", "name": vision.backbone_name, "path": str(weights),
             "sha256": file_sha256(weights)}

@@ -88,14 +88,18 @@ class StudentConfig:
         return len(self.pyramid_channels)
 
     @property
+    def strides(self) -> tuple[int, ...]:
+        """Stride of each pyramid level, fine to coarse: stage l ends at 2**(l+3)."""
+        return tuple(2 ** (level + 3) for level in range(self.levels))
+
+    @property
     def coarsest_stride(self) -> int:
-        return 2 ** (self.levels + 2)
+        return self.strides[-1]
 
     @property
     def grids(self) -> tuple[tuple[int, int], ...]:
         """(H, W) of each pyramid level, fine to coarse (the order VisionPyramid computes them)."""
-        sizes = (self.image_size // 2 ** (i + 3) for i in range(self.levels))
-        return tuple((s, s) for s in sizes)
+        return tuple((self.image_size // s, self.image_size // s) for s in self.strides)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudentConfig:

@@ -73,9 +73,10 @@ class VisionPyramid(nn.Module):
         self.image_size = cfg.image_size
         self.grids = list(cfg.grids)
         self.channels = chans
+        self.strides = cfg.strides
         self.backbone_name = cfg.vision_backbone
         if cfg.vision_backbone:  # a timm CNN's maps at the same strides (models/backbones.py)
-            self.backbone = TimmBackbone(cfg.vision_backbone, chans)
+            self.backbone = TimmBackbone(cfg.vision_backbone, chans, cfg.strides)
         else:
             # stride 4 before the first stage, so stage l ends at stride 2**(l+3)
             self.stem = nn.Sequential(ConvBlock(3, stem, stride=2),
