@@ -53,8 +53,9 @@ else:
             metrics="models/{dataset}/retrieval/seed-{seed}/slow.json",
         params:
             compute=config["compute"],  # device and precision (train/compute.py)
-            slow=lambda wc: RETRIEVAL["slow"],
             student=config["student"],
+            # retrieval.slow's keys, one param each: they are train_slow's arguments
+            **(RETRIEVAL["slow"] if RETRIEVAL else {}),
         threads: 2
         log:
             "logs/{dataset}/retrieval/seed-{seed}/slow.log",
@@ -82,9 +83,10 @@ else:
             metrics="models/{dataset}/retrieval/seed-{seed}/{fast_model}.json",
         params:
             compute=config["compute"],  # device and precision (train/compute.py)
-            fast=lambda wc: RETRIEVAL["fast"],
             distill=lambda wc: RETRIEVAL["distill"] if wc.fast_model == "fast_distilled" else None,
             student=config["student"],
+            # retrieval.fast's keys, one param each: they are train_fast's arguments
+            **(RETRIEVAL["fast"] if RETRIEVAL else {}),
         threads: 2
         log:
             "logs/{dataset}/retrieval/seed-{seed}/{fast_model}.log",

@@ -1,9 +1,11 @@
-"""Rule finetune: one task x regime x method x seed, trained and evaluated (see stages/finetune)."""
+"""Rule finetune: one task x regime x method x seed, trained and evaluated (see stages/finetune).
+The rule's params (training, distill, compute) reach the stage by name."""
 
 from pathlib import Path
 
 from vldistill.stages.finetune import finetune
 from vldistill.train.distributed import run_training_rule
+from vldistill.workflow import rule_settings
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 wc = smk.wildcards
@@ -11,6 +13,7 @@ wc = smk.wildcards
 run_training_rule(
     smk,
     finetune,
+    **rule_settings(smk),
     task=wc.task,
     regime=wc.regime,
     method=wc.method,
@@ -18,11 +21,8 @@ run_training_rule(
     start=smk.input.start,
     vision_index=smk.input.get("vision"),
     text_index=smk.input.get("text"),
-    training=smk.params.training,
-    mad=smk.params.distill,
     seed=int(wc.seed),
     out_path=smk.output.model,
     metrics_path=smk.output.metrics,
-    compute=smk.params.compute,
     item_scores_path=smk.output.item_scores,
 )

@@ -39,7 +39,7 @@ def run(setup, method, name, **distill):
     return finetune(task="ve", regime="full", method=method, root=root, start=start,
                     vision_index=teachers.vision.index_path,
                     text_index=teachers.text.index_path,
-                    training=TRAINING, mad={"af_every": 2, "ema": 0.0, **distill}, seed=0,
+                    training=TRAINING, distill={"af_every": 2, "ema": 0.0, **distill}, seed=0,
                     out_path=out / "model.safetensors", metrics_path=out / "metrics.json")
 
 

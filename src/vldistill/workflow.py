@@ -11,6 +11,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,3 +80,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def rule_settings(smk: Any) -> dict[str, Any]:
+    """A rule's params as keyword arguments of its stage: each param is named after the stage
+    argument it sets, so a setting goes from the rule to the stage without a script naming it.
+    ``code`` (the source hash every rule carries for its re-run trigger) is not a setting."""
+    return {name: value for name, value in smk.params.items() if name != "code"}

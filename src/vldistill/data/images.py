@@ -20,39 +20,52 @@ from tqdm import tqdm
 from vldistill.data.manifest import BadExampleError, read_manifest
 
 
-class ImageBank:
-    """uint8 images [N, 3, S, S] with an id -> row map; ``batch`` returns normalised floats."""
+class PixelBank:
+    """uint8 pixels with an id -> row map; ``batch`` returns normalised floats. The one bank of
+    the project: a subclass only names its layout (ImageBank below, ClipBank in data/video.py)."""
+
+    layout = "[N, ..., 3, S, S]"  # what ``pixels`` must be, as error messages say it
+    ndim = 0
+    item = "item"
 
     def __init__(self, ids: Sequence[str], pixels: torch.Tensor) -> None:
-        if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
-            raise ValueError(f"pixels must be uint8 [N, 3, S, S], got {pixels.dtype} "
+        if pixels.dtype != torch.uint8 or pixels.ndim != self.ndim or pixels.shape[-3] != 3:
+            raise ValueError(f"pixels must be uint8 {self.layout}, got {pixels.dtype} "
                              f"{tuple(pixels.shape)}")
         if len(ids) != len(pixels):
-            raise ValueError(f"{len(ids)} ids for {len(pixels)} images")
+            raise ValueError(f"{len(ids)} ids for {len(pixels)} {self.item}s")
         self.ids = list(ids)
-        self.row = {image_id: i for i, image_id in enumerate(self.ids)}
+        self.row = {item_id: i for i, item_id in enumerate(self.ids)}
         if len(self.row) != len(self.ids):
-            raise ValueError("duplicate image ids in the bank")
+            raise ValueError(f"duplicate {self.item} ids in the bank")
         self.pixels = pixels
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def rows(self, image_ids: Sequence[str]) -> torch.Tensor:
-        missing = [i for i in image_ids if i not in self.row]
+    def rows(self, item_ids: Sequence[str]) -> torch.Tensor:
+        missing = [i for i in item_ids if i not in self.row]
         if missing:
-            raise KeyError(f"{len(missing)} image id(s) not in the bank, e.g. {missing[:3]}")
-        return torch.tensor([self.row[i] for i in image_ids], dtype=torch.long)
+            raise KeyError(f"{len(missing)} {self.item} id(s) not in the bank, e.g. {missing[:3]}")
+        return torch.tensor([self.row[i] for i in item_ids], dtype=torch.long)
 
-    def batch(self, image_ids: Sequence[str]) -> torch.Tensor:
-        """Float images in [-1, 1] (mean = std = 0.5 per channel), [B, 3, S, S]."""
-        return self.at(self.rows(image_ids))
+    def batch(self, item_ids: Sequence[str]) -> torch.Tensor:
+        """Floats in [-1, 1] (mean = std = 0.5 per channel), [B, ...] in the bank's layout."""
+        return self.at(self.rows(item_ids))
 
     def at(self, rows: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
         """``batch`` for bank rows already looked up; the uint8 pixels move to ``device`` and
         are normalised there (a quarter of the bytes of floats cross the bus)."""
         pixels = self.pixels[rows]
         return normalise(pixels if device is None else pixels.to(device, non_blocking=True))
+
+
+class ImageBank(PixelBank):
+    """Still images, uint8 [N, 3, S, S]."""
+
+    layout = "[N, 3, S, S]"
+    ndim = 4
+    item = "image"
 
 
 def decode_rgb(path: str | Path) -> Image.Image:

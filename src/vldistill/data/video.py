@@ -20,7 +20,7 @@ from av.video.stream import VideoStream
 from PIL import Image
 from tqdm import tqdm
 
-from vldistill.data.images import ImageBank, image_table, load_image_bank, normalise
+from vldistill.data.images import PixelBank, image_table, load_image_bank
 from vldistill.data.manifest import BadExampleError
 from vldistill.io import atomic_output
 
@@ -153,42 +153,13 @@ def write_clip(frames: np.ndarray, path: str | Path, fps: int = 8) -> None:
         container.mux(stream.encode(None))  # flush the frames the encoder still holds
 
 
-class ClipBank:
-    """uint8 clips [N, T, 3, S, S] with an id -> row map; ``batch`` returns normalised floats.
+class ClipBank(PixelBank):
+    """Clips, uint8 [N, T, 3, S, S]: N * T * 3 * S * S bytes, so 8 frames at 64 px are 98 KB a
+    clip, at 224 px 1.2 MB."""
 
-    Memory is N * T * 3 * S * S bytes: 8 frames at 64 px are 98 KB a clip, at 224 px 1.2 MB.
-    """
-
-    def __init__(self, ids: Sequence[str], pixels: torch.Tensor) -> None:
-        if pixels.dtype != torch.uint8 or pixels.ndim != 5 or pixels.shape[2] != 3:
-            raise ValueError(f"pixels must be uint8 [N, T, 3, S, S], got {pixels.dtype} "
-                             f"{tuple(pixels.shape)}")
-        if len(ids) != len(pixels):
-            raise ValueError(f"{len(ids)} ids for {len(pixels)} clips")
-        self.ids = list(ids)
-        self.row = {clip_id: i for i, clip_id in enumerate(self.ids)}
-        if len(self.row) != len(self.ids):
-            raise ValueError("duplicate clip ids in the bank")
-        self.pixels = pixels
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def rows(self, clip_ids: Sequence[str]) -> torch.Tensor:
-        missing = [i for i in clip_ids if i not in self.row]
-        if missing:
-            raise KeyError(f"{len(missing)} clip id(s) not in the bank, e.g. {missing[:3]}")
-        return torch.tensor([self.row[i] for i in clip_ids], dtype=torch.long)
-
-    def batch(self, clip_ids: Sequence[str]) -> torch.Tensor:
-        """Float clips in [-1, 1] (mean = std = 0.5 per channel), [B, T, 3, S, S]."""
-        return self.at(self.rows(clip_ids))
-
-    def at(self, rows: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-        """``batch`` for bank rows already looked up; the uint8 pixels move to ``device`` and
-        are normalised there (a quarter of the bytes of floats cross the bus)."""
-        pixels = self.pixels[rows]
-        return normalise(pixels if device is None else pixels.to(device, non_blocking=True))
+    layout = "[N, T, 3, S, S]"
+    ndim = 5
+    item = "clip"
 
 
 def load_clip_bank(root: str | Path, image_manifests: Sequence[str | Path], n_frames: int,
@@ -209,11 +180,10 @@ def load_clip_bank(root: str | Path, image_manifests: Sequence[str | Path], n_fr
     return ClipBank(table["image_id"].to_list(), pixels)
 
 
-VisualBank = ImageBank | ClipBank  # still images or clips: the same rows / batch / at
 
 
 def load_visual_bank(root: str | Path, image_manifests: Sequence[str | Path], size: int,
-                     frames: int = 1, progress: bool = True) -> VisualBank:
+                     frames: int = 1, progress: bool = True) -> PixelBank:
     """What a model with ``frames`` frames reads: still images (1) or clips of that many frames;
     both banks answer ``rows``, ``batch`` and ``at`` alike."""
     if frames == 1:

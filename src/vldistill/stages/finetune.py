@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 import torch
 
-from vldistill.data.images import load_image_bank
+from vldistill.data.images import ImageBank, load_image_bank
 from vldistill.data.manifest import manifest_path, read_manifest, text_id
 from vldistill.data.regimes import select_regime
 from vldistill.distill.mad import AdaptiveLambda, distillation_loss, method_config
@@ -103,7 +103,7 @@ def teacher_confidence(teachers: TeacherFeatures, data: TaskData, frame: pl.Data
 
 def finetune(*, task: str, regime: str, method: str, root: str | Path, start: str | Path,
              vision_index: str | Path | None, text_index: str | Path | None,
-             training: dict, mad: dict, seed: int,
+             training: dict, distill: dict, seed: int,
              out_path: str | Path, metrics_path: str | Path,
              item_scores_path: str | Path | None = None,
              compute: dict | None = None) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
     names) on one task and regime with one method, then evaluate on the test splits.
     ``compute``: device and precision (train/compute.py) of training and evaluation."""
     where = Compute.from_dict(compute)
-    mad_cfg = method_config(method, **mad)
+    mad_cfg = method_config(method, **distill)
     source, cfg, _ = load_checkpoint(start)
     tokenizer = Tokenizer(cfg.context_length)
     splits = ("train", "val", *EVAL_SPLITS)
@@ -147,7 +147,7 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
                                              train_frame, tokenizer, seed)
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
     state = state_path(out_path, {"task": task, "regime": regime, "method": method,
-                                  "start": str(start), "training": training, "mad": mad,
+                                  "start": str(start), "training": training, "mad": distill,
                                   "seed": seed})
     history = train(model, loss_fn, len(data), train_cfg, state, extra_state=schedule,
                     compute=where)
@@ -161,19 +161,7 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
                                             "provenance": provenance})
     clear_states(out_path)
 
-    results, items = {}, []
-    for split in EVAL_SPLITS:
-        if frames[split].is_empty():  # e.g. a real dataset without a shifted test set
-            log.info("%s: no %s examples; not evaluated", split, task)
-            continue
-        eval_data = build_task_data(task, frames[split], bank, tokenizer, answer_vocab=vocab)
-        results[split], scores = evaluate_items(model, eval_data, bank)
-        items.append(scores.select(pl.lit(split).alias("split"), pl.all()))
-        if task == "vqa":
-            results[split]["majority_baseline"] = majority_answer_baseline(
-                train_frame["answers"].to_list(), frames[split]["answers"].to_list(),
-                normalize_gt=True)["accuracy"]
-        log.info("%s: %s", split, results[split])
+    results, items = evaluate_test_splits(model, task, frames, train_frame, bank, tokenizer, vocab)
     val = evaluate(model, val_data, bank) if val_data is not None else None
     metrics = {
         "task": task, "regime": regime, "method": method, "seed": seed, "seeds": seeds,
@@ -190,6 +178,27 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
         write_item_scores(items, item_scores_path)
     write_json(metrics, metrics_path)
     return metrics
+
+
+def evaluate_test_splits(model: Student, task: str, frames: dict[str, pl.DataFrame],
+                         train_frame: pl.DataFrame, bank: ImageBank, tokenizer: Tokenizer,
+                         vocab: list[str] | None) -> tuple[dict[str, dict], list[pl.DataFrame]]:
+    """Metrics of every test split with examples (VQA's with the majority-answer baseline
+    beside them) and each item's score, tagged with its split."""
+    results, items = {}, []
+    for split in EVAL_SPLITS:
+        if frames[split].is_empty():  # e.g. a real dataset without a shifted test set
+            log.info("%s: no %s examples; not evaluated", split, task)
+            continue
+        eval_data = build_task_data(task, frames[split], bank, tokenizer, answer_vocab=vocab)
+        results[split], scores = evaluate_items(model, eval_data, bank)
+        items.append(scores.select(pl.lit(split).alias("split"), pl.all()))
+        if task == "vqa":
+            results[split]["majority_baseline"] = majority_answer_baseline(
+                train_frame["answers"].to_list(), frames[split]["answers"].to_list(),
+                normalize_gt=True)["accuracy"]
+        log.info("%s: %s", split, results[split])
+    return results, items
 
 
 def write_item_scores(frames: list[pl.DataFrame], path: str | Path) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 import polars as pl
 import torch
 
-from vldistill.data.images import iter_image_batches
+from vldistill.data.images import PixelBank, iter_image_batches
 from vldistill.data.manifest import manifest_path, read_manifest
-from vldistill.data.video import ClipBank, VisualBank, load_visual_bank
+from vldistill.data.video import ClipBank, load_visual_bank
 from vldistill.eval.retrieval import (
     KS,
     chance_metrics,
@@ -264,7 +264,7 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
 class RetrievalSet:
     """A gallery (the split's images, bank row = gallery id) and its text queries."""
 
-    bank: VisualBank  # images, or clips for a video dataset
+    bank: PixelBank  # images, or clips for a video dataset
     ids: torch.Tensor  # [Q, L]
     mask: torch.Tensor  # [Q, L]
     gold: torch.Tensor  # [Q] gallery id of each query's image
@@ -321,7 +321,7 @@ GALLERY_BATCH = 256
 
 
 @torch.no_grad()
-def embed_gallery(model: FastDualEncoder, bank: VisualBank,
+def embed_gallery(model: FastDualEncoder, bank: PixelBank,
                   batch_size: int = GALLERY_BATCH) -> torch.Tensor:
     rows = torch.arange(len(bank.pixels))
     return torch.cat([model.encode_image(bank.at(rows[i:i + batch_size]))
@@ -515,7 +515,7 @@ def caption_ceiling(same_caption: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
 
 
 @torch.no_grad()
-def gallery_levels(slow: Student, bank: VisualBank, batch_size: int = 256) -> list[torch.Tensor]:
+def gallery_levels(slow: Student, bank: PixelBank, batch_size: int = 256) -> list[torch.Tensor]:
     """The Slow model's pyramid of every gallery image (computed once, offline)."""
     rows = torch.arange(len(bank.pixels))
     parts = [slow.encode_image(bank.at(rows[i:i + batch_size])).levels

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from vldistill.config import read_section
-from vldistill.data.images import ImageBank
+from vldistill.data.images import ImageBank, PixelBank
 from vldistill.data.manifest import manifest_path, read_manifest
 from vldistill.data.truth import CaptionTruth
-from vldistill.data.video import VisualBank, load_visual_bank
+from vldistill.data.video import load_visual_bank
 from vldistill.models.config import StudentConfig
 from vldistill.models.fusion import FusedOutput
 from vldistill.models.heads import itm_score
@@ -243,7 +243,7 @@ def matching_metrics(model: Student, corpus: CaptionCorpus, bank: ImageBank,
 
 
 def caption_data(root: str | Path, split: str, cfg: StudentConfig
-                 ) -> tuple[VisualBank, CaptionCorpus, pl.DataFrame]:
+                 ) -> tuple[PixelBank, CaptionCorpus, pl.DataFrame]:
     """A split's images (clips when ``cfg.frames`` > 1), its tokenised caption corpus and the
     captions manifest it came from."""
     bank = load_visual_bank(root, [manifest_path(root, split, "images")], cfg.image_size,
