@@ -153,7 +153,7 @@ def check_hard_negatives(root, tmp_path, fast: dict, slow: dict) -> None:
 
     from vldistill.data.manifest import manifest_path, read_manifest
     from vldistill.models.tokenizer import Tokenizer
-    from vldistill.stages.retrieval import retrieval_set
+    from vldistill.retrieval.gallery import retrieval_set
 
     captions = read_manifest(manifest_path(root, "test", "captions"), "captions")
     queries = captions.filter(pl.int_range(pl.len()).over("image_id") < 2)
@@ -181,7 +181,7 @@ SMALL = StudentConfig(image_size=64, context_length=32)
 
 
 def test_a_query_subset_is_fixed_and_image_to_text_ranks_only_queried_images(root):
-    from vldistill.stages.retrieval import retrieval_set
+    from vldistill.retrieval.gallery import retrieval_set
 
     whole = retrieval_set(root, "test", 2, SMALL)
     first = retrieval_set(root, "test", 2, SMALL, max_queries=5)
@@ -228,7 +228,7 @@ def test_queries_are_each_images_most_specific_captions(tmp_path):
     from vldistill.data.synthetic import SyntheticConfig, generate
     from vldistill.data.truth import CaptionTruth
     from vldistill.models.config import StudentConfig
-    from vldistill.stages.retrieval import retrieval_set
+    from vldistill.retrieval.gallery import retrieval_set
 
     counts = {"train": 2, "val": 2, "test": 30, "test_shifted": 2}
     generate(SyntheticConfig(counts=counts), tmp_path, seed=0, progress=False)
@@ -251,15 +251,13 @@ def test_non_exhaustive_indexes_evaluate_with_exact_ranks(student_checkpoint, tm
     """IVF visiting 1 of its 16 lists and HNSW miss neighbours (faiss answers -1): evaluation
     and re-ranking run through, and Fast's ranks are the exact ones from the embeddings."""
     from vldistill.eval.retrieval import retrieval_metrics
+    from vldistill.models.factory import save_fast
+    from vldistill.retrieval.gallery import embed_gallery, embed_queries, retrieval_set
     from vldistill.stages.retrieval import (
         build_gallery_index,
-        embed_gallery,
-        embed_queries,
         evaluate_fast,
         evaluate_rerank,
         image_to_text_metrics,
-        retrieval_set,
-        save_fast,
     )
 
     root = tmp_path / "scenes"

@@ -82,7 +82,7 @@ def test_the_frame_order_path_tells_a_clip_from_its_reversal_without_frame_embed
 
 def test_the_single_frame_baseline_shows_each_clip_as_its_middle_frame_held_still():
     from vldistill.data.video import ClipBank
-    from vldistill.stages.retrieval import RetrievalSet, middle_frame
+    from vldistill.retrieval.gallery import RetrievalSet, middle_frame
 
     pixels = torch.arange(2 * 4 * 3 * 2 * 2, dtype=torch.uint8).view(2, 4, 3, 2, 2)
     empty = torch.zeros(1, 1, dtype=torch.long)

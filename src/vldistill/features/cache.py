@@ -293,32 +293,15 @@ def cache_shard(
     chunks, reused ones included, from their recorded times), items_per_second (n over
     encode_seconds), wall_seconds and peak_rss_mb of this process.
     """
-    if modality not in MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
-    if batch_size < 1 or chunk_size < 1:
-        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
-    keys = list(keys)
-    if len(set(keys)) != len(keys):
-        dupes = sorted(k for k, count in Counter(keys).items() if count > 1)
-        raise ValueError(f"duplicate keys for shard {Path(out_path).name}: {dupes[:5]}")
+    keys = _checked_keys(keys, modality, batch_size, chunk_size, Path(out_path).name)
     wall_start = time.perf_counter()
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    # A stale complete file must not pass for this run's output if this run dies.
-    out_path.unlink(missing_ok=True)
-    partial = out_path.with_name(out_path.name + ".partial")
-    partial.mkdir(exist_ok=True)
     n_chunks = -(-len(keys) // chunk_size)
-    wanted = {_chunk_path(partial, i).name for i in range(n_chunks)}
-    for leftover in partial.iterdir():  # temp files of a killed write, other chunkings
-        if leftover.name not in wanted:
-            leftover.unlink()
+    partial = _partial_dir(out_path, n_chunks)
 
     n_reused = 0
-    encode_s = load_s = 0.0
-    grids: set[str] = set()
-    widths: set[str] = set()
     chunk_paths: list[Path] = []
+    metas: list[dict[str, str]] = []
     bar = tqdm(
         total=len(keys),
         unit=_UNITS[modality],
@@ -336,34 +319,82 @@ def cache_shard(
                 n_reused += len(chunk_keys)
                 bar.update(len(chunk_keys))
             else:
-                tensors, timing = _encode_chunk(
-                    chunk_keys, load_batch, encode, modality, batch_size, bar
-                )
-                meta = {
-                    "fingerprint": fingerprint,
-                    "modality": modality,
-                    "keys": json.dumps(chunk_keys),
-                    **timing,
-                }
-                with atomic_output(path) as tmp:
-                    save_file(tensors, str(tmp), metadata=meta)
-                    canonicalise_safetensors(tmp)
-                del tensors  # at most one chunk's features in memory
-            encode_s += float(meta["encode_seconds"])
-            load_s += float(meta["load_seconds"])
-            if "grid" in meta:
-                grids.add(meta["grid"])
-            if "n_tokens" in meta:
-                widths.add(meta["n_tokens"])
+                meta = _write_chunk(path, chunk_keys, load_batch, encode, modality, fingerprint,
+                                    batch_size, bar)
+            metas.append(meta)
             chunk_paths.append(path)
 
+    _write_shard(out_path, chunk_paths, metas, keys, modality, fingerprint)
+    shutil.rmtree(partial)
+    encode_s = sum(float(meta["encode_seconds"]) for meta in metas)
+    return {
+        "path": str(out_path),
+        "n": len(keys),
+        "n_reused": n_reused,
+        "n_encoded": len(keys) - n_reused,
+        "encode_seconds": encode_s,
+        "load_seconds": sum(float(meta["load_seconds"]) for meta in metas),
+        "items_per_second": len(keys) / encode_s if encode_s > 0 else 0.0,
+        "wall_seconds": time.perf_counter() - wall_start,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _checked_keys(keys: list[str], modality: str, batch_size: int, chunk_size: int,
+                  shard_name: str) -> list[str]:
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
+    keys = list(keys)
+    if len(set(keys)) != len(keys):
+        dupes = sorted(k for k, count in Counter(keys).items() if count > 1)
+        raise ValueError(f"duplicate keys for shard {shard_name}: {dupes[:5]}")
+    return keys
+
+
+def _partial_dir(out_path: Path, n_chunks: int) -> Path:
+    """The folder of ``out_path``'s chunks, holding only files this chunking can reuse."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # A stale complete file must not pass for this run's output if this run dies.
+    out_path.unlink(missing_ok=True)
+    partial = out_path.with_name(out_path.name + ".partial")
+    partial.mkdir(exist_ok=True)
+    wanted = {_chunk_path(partial, i).name for i in range(n_chunks)}
+    for leftover in partial.iterdir():  # temp files of a killed write, other chunkings
+        if leftover.name not in wanted:
+            leftover.unlink()
+    return partial
+
+
+def _write_chunk(path: Path, chunk_keys: list[str], load_batch: Callable[[list[str]], list],
+                 encode: Callable[[list], ImageFeatures | TextFeatures], modality: str,
+                 fingerprint: str, batch_size: int, bar: tqdm) -> dict[str, str]:
+    """Encode one chunk and write it atomically; returns its metadata."""
+    tensors, timing = _encode_chunk(chunk_keys, load_batch, encode, modality, batch_size, bar)
+    meta = {
+        "fingerprint": fingerprint,
+        "modality": modality,
+        "keys": json.dumps(chunk_keys),
+        **timing,
+    }
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+        canonicalise_safetensors(tmp)
+    return meta  # the tensors die here: at most one chunk's features are ever in memory
+
+
+def _write_shard(out_path: Path, chunk_paths: list[Path], metas: list[dict[str, str]],
+                 keys: list[str], modality: str, fingerprint: str) -> None:
+    """The chunks concatenated into the shard, whose metadata says what they agree on."""
+    grids = {meta["grid"] for meta in metas if "grid" in meta}
+    widths = {meta["n_tokens"] for meta in metas if "n_tokens" in meta}
     if len(grids) > 1:
         raise ValueError(f"chunks of {out_path.name} disagree on the token grid: {sorted(grids)}")
     if len(widths) > 1:
         raise ValueError(
             f"chunks of {out_path.name} disagree on the padded text length: {sorted(widths)}"
         )
-    items_per_second = len(keys) / encode_s if encode_s > 0 else 0.0
     # No timings in the shard itself: the same inputs must give the same bytes (DVC hashes them).
     metadata = {
         "keys": json.dumps(keys),
@@ -385,18 +416,6 @@ def cache_shard(
             metadata["dim"] = metadata["n_tokens"] = "0"
             save_file(_empty_tensors(modality), str(tmp), metadata=metadata)
             canonicalise_safetensors(tmp)
-    shutil.rmtree(partial)
-    return {
-        "path": str(out_path),
-        "n": len(keys),
-        "n_reused": n_reused,
-        "n_encoded": len(keys) - n_reused,
-        "encode_seconds": encode_s,
-        "load_seconds": load_s,
-        "items_per_second": items_per_second,
-        "wall_seconds": time.perf_counter() - wall_start,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
 
 
 def _shard_header(path: Path) -> dict[str, Any]:

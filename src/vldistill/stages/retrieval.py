@@ -13,16 +13,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import torch
 
-from vldistill.data.images import PixelBank, iter_image_batches
-from vldistill.data.manifest import manifest_path, read_manifest
-from vldistill.data.video import ClipBank, load_visual_bank
+from vldistill.data.images import iter_image_batches
+from vldistill.data.manifest import manifest_path
+from vldistill.data.video import load_visual_bank
 from vldistill.eval.retrieval import (
     KS,
     chance_metrics,
@@ -43,8 +41,16 @@ from vldistill.models.factory import (
 from vldistill.models.fast import FastDualEncoder
 from vldistill.models.fusion import CAPTION_DIRECTIONS
 from vldistill.models.student import Student
-from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.results.ranks import TopImages, write_query_ranks
+from vldistill.retrieval.gallery import (
+    GALLERY_BATCH,
+    RetrievalSet,
+    embed_gallery,
+    embed_queries,
+    gallery_levels,
+    middle_frame,
+    retrieval_set,
+)
 from vldistill.retrieval.index import (
     MAX_SEARCH_K,
     build_index_from_batches,
@@ -53,7 +59,7 @@ from vldistill.retrieval.index import (
     search,
 )
 from vldistill.retrieval.losses import KL_DIRECTIONS, info_nce, slow_to_fast_kl
-from vldistill.retrieval.queries import query_seeds, select_queries
+from vldistill.retrieval.queries import query_seeds
 from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
 from vldistill.seeds import (
     add_seed,
@@ -163,27 +169,15 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
         ids, mask = caption_batch(corpus, rows, device=m.device)
         image_embeddings = m.encode_image(images)
         similarity = image_embeddings @ m.encode_text(ids, mask).T
-        negatives = None
-        with_negative = rows[corpus.has_negative[rows]] if hard_negatives else rows[:0]
-        if len(with_negative):
-            texts = m.encode_text(*caption_batch(corpus, with_negative, negatives=True,
-                                                 device=m.device))
-            true = torch.tensor([[image in true_of[r] for r in with_negative.tolist()]
-                                 for image in corpus.image_rows[rows].tolist()]).to(m.device)
-            negatives = (image_embeddings @ texts.T).masked_fill(true, float("-inf"))
+        negatives = (hard_negative_scores(m, corpus, rows, image_embeddings, true_of)
+                     if hard_negatives else None)
         # another image's caption may be true of this image too: a positive, not a negative
         positives = corpus.true_of(rows, corpus.image_rows[rows]).T.to(similarity.device)
         nce = info_nce(similarity, temperature, negatives, positives)
         if slow is None:
             return {"loss": nce}
-        # Slow scores d x d pairs per step, the cost of distillation: distil over the batch's
-        # first d items (a random subset: batches are shuffled), InfoNCE over all of it
-        d = min(distill.get("slow_batch") or len(rows), len(rows))
-        with torch.no_grad():
-            slow_scores = slow.slow_score_matrix(images[:d], ids[:d], mask[:d],
-                                                 directions=directions)
-        kl = slow_to_fast_kl(similarity[:d, :d], slow_scores, temperature, distill["tau_slow"],
-                             tuple(distill.get("directions", KL_DIRECTIONS)))
+        kl = slow_distillation_kl(slow, directions, distill, images, ids, mask, similarity,
+                                  temperature)
         return {"loss": nce + distill["alpha"] * kl, "nce": nce.detach(), "kl": kl.detach()}
 
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
@@ -207,6 +201,35 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
                                                           "hard_negatives": hard_negatives,
                                                           "seeds": seeds,
                                                           "provenance": provenance})
+
+
+def hard_negative_scores(model: FastDualEncoder, corpus: CaptionCorpus, rows: torch.Tensor,
+                         image_embeddings: torch.Tensor, true_of: dict[int, frozenset[int]]
+                         ) -> torch.Tensor | None:
+    """[B, N] scores of the batch's images against the hard negatives of the N batch captions
+    that have one, -inf where the negative is true of that image; None when none has one."""
+    with_negative = rows[corpus.has_negative[rows]]
+    if not len(with_negative):
+        return None
+    texts = model.encode_text(*caption_batch(corpus, with_negative, negatives=True,
+                                             device=model.device))
+    true = torch.tensor([[image in true_of[r] for r in with_negative.tolist()]
+                         for image in corpus.image_rows[rows].tolist()]).to(model.device)
+    return (image_embeddings @ texts.T).masked_fill(true, float("-inf"))
+
+
+def slow_distillation_kl(slow: Student, directions: Sequence[str], distill: dict,
+                         images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                         similarity: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL from the Slow model's in-batch score distribution to the Fast one's. Slow scores
+    d x d pairs per step, the cost of distillation: it distils over the batch's first d items
+    (a random subset: batches are shuffled) while InfoNCE uses all of them."""
+    d = min(distill.get("slow_batch") or len(images), len(images))
+    with torch.no_grad():
+        slow_scores = slow.slow_score_matrix(images[:d], ids[:d], mask[:d],
+                                             directions=directions)
+    return slow_to_fast_kl(similarity[:d, :d], slow_scores, temperature, distill["tau_slow"],
+                           tuple(distill.get("directions", KL_DIRECTIONS)))
 
 
 def negative_true_of(corpus: CaptionCorpus) -> dict[int, frozenset[int]]:
@@ -259,82 +282,6 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
 
 
 # --- evaluation -------------------------------------------------------------------------------
-
-@dataclass
-class RetrievalSet:
-    """A gallery (the split's images, bank row = gallery id) and its text queries."""
-
-    bank: PixelBank  # images, or clips for a video dataset
-    ids: torch.Tensor  # [Q, L]
-    mask: torch.Tensor  # [Q, L]
-    gold: torch.Tensor  # [Q] gallery id of each query's image
-    # [Q] gallery images the query is true of (>= 1: its own; data/truth.py)
-    same_caption: torch.Tensor
-    # each query's hard negative (the query itself where it has none) and whether it has one
-    negative_ids: torch.Tensor  # [Q, L]
-    negative_mask: torch.Tensor  # [Q, L]
-    has_negative: torch.Tensor  # [Q] bool
-    query_ids: list[str] = field(default_factory=list)  # [Q] caption_id of each query
-
-    @property
-    def negative_queries(self) -> torch.Tensor:
-        """Query rows that have a hard negative."""
-        return self.has_negative.nonzero().flatten()
-
-    @property
-    def queried_images(self) -> torch.Tensor:
-        """Gallery ids that have at least one query: the image -> text queries."""
-        return torch.unique(self.gold)
-
-    @property
-    def image_to_text_gold(self) -> torch.Tensor:
-        """[len(queried_images), Q] True where caption q describes that image."""
-        return self.gold[None, :] == self.queried_images[:, None]
-
-
-def retrieval_set(root: str | Path, split: str, captions_per_image: int, cfg: StudentConfig,
-                  max_queries: int | None = None) -> RetrievalSet:
-    """The split's images as the gallery; each image's ``captions_per_image`` most specific
-    captions as queries (true of the fewest gallery images; manifest order among equals), or a
-    fixed random ``max_queries`` of them (Slow scores every gallery image per query, so a large
-    gallery needs a query subset to stay affordable). A generic caption ("three shapes on a
-    light grey background") fits hundreds of images, so no model could find its image."""
-    bank = load_visual_bank(root, [manifest_path(root, split, "images")], cfg.image_size,
-                            cfg.frames, progress=False)
-    context_length = cfg.context_length
-    captions = read_manifest(manifest_path(root, split, "captions"), "captions")
-    images = read_manifest(manifest_path(root, split, "images"), "images")
-    images = images.join(pl.DataFrame({"image_id": bank.ids, "row": range(len(bank.ids))}),
-                         on="image_id").sort("row")
-    queries = select_queries(captions, images, captions_per_image, max_queries)
-    tokenizer = Tokenizer(context_length)
-    ids, mask = tokenizer(queries["caption"].to_list())
-    negatives = queries.select(pl.col("hard_negative").fill_null(pl.col("caption")))
-    negative_ids, negative_mask = tokenizer(negatives["hard_negative"].to_list())
-    return RetrievalSet(bank, ids, mask, bank.rows(queries["image_id"].to_list()),
-                        torch.tensor(queries["images"].to_list()), negative_ids, negative_mask,
-                        torch.tensor(queries["hard_negative"].is_not_null().to_list(),
-                                     dtype=torch.bool), queries["caption_id"].to_list())
-
-
-GALLERY_BATCH = 256
-
-
-@torch.no_grad()
-def embed_gallery(model: FastDualEncoder, bank: PixelBank,
-                  batch_size: int = GALLERY_BATCH) -> torch.Tensor:
-    rows = torch.arange(len(bank.pixels))
-    return torch.cat([model.encode_image(bank.at(rows[i:i + batch_size]))
-                      for i in range(0, len(rows), batch_size)])
-
-
-@torch.no_grad()
-def embed_queries(model: FastDualEncoder, ids: torch.Tensor, mask: torch.Tensor,
-                  batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([model.encode_text(*trim_padding(ids[i:i + batch_size],
-                                                      mask[i:i + batch_size]))
-                      for i in range(0, len(ids), batch_size)])
-
 
 def build_gallery_index(*, root: str | Path, fast_path: str | Path, split: str, factory: str,
                         nprobe: int | None, out_path: str | Path) -> dict[str, Any]:
@@ -425,17 +372,6 @@ def slow_hard_negatives(slow: Student, data: RetrievalSet, levels: list[torch.Te
     return {"hard_negative": hard_negative_accuracy(matrix[images, rows], negative)}
 
 
-def middle_frame(data: RetrievalSet) -> RetrievalSet:
-    """The same queries over still clips: each gallery clip's middle frame repeated over all
-    its frame positions, what the towers see of a scene where nothing happens."""
-    pixels = data.bank.pixels
-    if pixels.dim() != 5:
-        raise ValueError("a single-frame evaluation needs a video gallery")
-    t = pixels.shape[1]
-    still = pixels[:, t // 2:t // 2 + 1].expand(-1, t, -1, -1, -1).contiguous()
-    return dataclasses.replace(data, bank=ClipBank(data.bank.ids, still))
-
-
 @torch.no_grad()
 def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str, split: str,
                           captions_per_image: int, max_queries: int | None = None,
@@ -512,15 +448,6 @@ def caption_ceiling(same_caption: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
     m = same_caption.double()
     return {**{f"R@{k}": 100.0 * float((m.clamp(max=k) / m).mean()) for k in ks},
             "n": len(m)}
-
-
-@torch.no_grad()
-def gallery_levels(slow: Student, bank: PixelBank, batch_size: int = 256) -> list[torch.Tensor]:
-    """The Slow model's pyramid of every gallery image (computed once, offline)."""
-    rows = torch.arange(len(bank.pixels))
-    parts = [slow.encode_image(bank.at(rows[i:i + batch_size])).levels
-             for i in range(0, len(rows), batch_size)]
-    return [torch.cat(level) for level in zip(*parts, strict=True)]
 
 
 @torch.no_grad()
