@@ -23,7 +23,7 @@ import polars as pl
 from PIL import Image
 
 from vldistill.data.manifest import manifest_path, read_manifest
-from vldistill.data.synthetic import SyntheticConfig, generate
+from vldistill.synthetic.images import SyntheticConfig, generate
 
 # synthetic split -> (COCO subtype, Karpathy split, first COCO image id)
 LAYOUT = {"train": ("train2014", "train", 1000), "val": ("val2014", "val", 5000),

@@ -21,10 +21,10 @@ from vldistill.data.manifest import (
     manifest_path,
     read_manifest,
 )
-from vldistill.data.synthetic import SyntheticConfig, generate
 from vldistill.data.validate import validate_dataset
 from vldistill.features import FeatureStore, cache_shard, gather_index
 from vldistill.results.table import build_table
+from vldistill.synthetic.images import SyntheticConfig, generate
 from vldistill.teachers import ImageFeatures
 
 COUNTS = {"train": 4, "val": 2, "test": 2, "test_shifted": 2}

@@ -8,10 +8,10 @@ import torch
 from test_distill_step import build_caches
 
 from vldistill.data.manifest import manifest_path, read_manifest
-from vldistill.data.synthetic import SyntheticConfig, generate
 from vldistill.models.config import StudentConfig
 from vldistill.models.factory import create_student, save_checkpoint
 from vldistill.stages.finetune import finetune
+from vldistill.synthetic.images import SyntheticConfig, generate
 
 TRAINING = {"steps": 6, "batch_size": 8, "lr": 0.003, "warmup_steps": 1, "checkpoint_every": 3}
 

@@ -109,7 +109,7 @@ def test_sigkill_during_a_write_leaves_the_old_file_whole(tmp_path):
 DIRECT_WRITES = {
     # the PNGs of the synthetic images/ folder: Snakemake's directory() output, deleted as a
     # whole when the job fails or is found incomplete
-    ("data/synthetic.py", "save"),
+    ("synthetic/images.py", "save"),
     # streams the shard into the temporary path its caller got from atomic_output
     ("features/cache.py", "open"),
 }

@@ -3,14 +3,14 @@ import pytest
 import torch
 
 from vldistill.data.images import load_image_bank
-from vldistill.data.language import Count, Exists, Ref, Related, holds
 from vldistill.data.manifest import conform, manifest_path, read_manifest
-from vldistill.data.synthetic import SyntheticConfig, generate
 from vldistill.data.truth import CaptionTruth, claim_from_json, claim_to_json, scene_from_json
 from vldistill.distill.agnostic import AGNOSTIC_START, agnostic_config
 from vldistill.models.config import StudentConfig
 from vldistill.models.factory import create_student
 from vldistill.models.tokenizer import Tokenizer
+from vldistill.synthetic.images import SyntheticConfig, generate
+from vldistill.synthetic.language import Count, Exists, Ref, Related, holds
 from vldistill.train.loop import TrainConfig, summarise_history, train
 from vldistill.train.pretrain import (
     build_caption_corpus,

@@ -85,7 +85,7 @@ def test_gallery_batches_decode_like_the_image_bank(tmp_path):
 
     from vldistill.data.images import iter_image_batches, load_image_bank
     from vldistill.data.manifest import manifest_path
-    from vldistill.data.synthetic import SyntheticConfig, generate
+    from vldistill.synthetic.images import SyntheticConfig, generate
 
     generate(SyntheticConfig(counts={"train": 1, "val": 1, "test": 7, "test_shifted": 1}),
              tmp_path, seed=0, progress=False)

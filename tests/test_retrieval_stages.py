@@ -5,7 +5,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vldistill.data.synthetic import SyntheticConfig, generate
 from vldistill.models.config import StudentConfig
 from vldistill.models.factory import (
     create_fast,
@@ -15,6 +14,7 @@ from vldistill.models.factory import (
     save_checkpoint,
 )
 from vldistill.stages.retrieval import train_fast, train_slow
+from vldistill.synthetic.images import SyntheticConfig, generate
 
 STUDENT = {"image_size": 64, "width": 32, "pyramid_channels": [8, 16, 32], "heads": 2,
            "text_layers": 1, "fusion_layers": 1, "decoder_layers": 3, "context_length": 32}
@@ -225,10 +225,10 @@ def test_fast_trains_with_hard_negatives_and_records_it(root, student_checkpoint
 
 def test_queries_are_each_images_most_specific_captions(tmp_path):
     from vldistill.data.manifest import manifest_path, read_manifest
-    from vldistill.data.synthetic import SyntheticConfig, generate
     from vldistill.data.truth import CaptionTruth
     from vldistill.models.config import StudentConfig
     from vldistill.retrieval.gallery import retrieval_set
+    from vldistill.synthetic.images import SyntheticConfig, generate
 
     counts = {"train": 2, "val": 2, "test": 30, "test_shifted": 2}
     generate(SyntheticConfig(counts=counts), tmp_path, seed=0, progress=False)

@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from vldistill.data import language
-from vldistill.data.language import VE_TRUTH, holds, ve_claim
-from vldistill.data.scenes import geometry, sample_scene
+from vldistill.synthetic import language
+from vldistill.synthetic.language import VE_TRUTH, holds, ve_claim
+from vldistill.synthetic.scenes import geometry, sample_scene
 from vldistill.train.shortcuts import evaluate_text_only, fit_text_only
 
 
@@ -63,7 +63,7 @@ def test_neutral_names_an_object_the_scene_lacks_and_entailment_only_present_one
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory):
-    from vldistill.data.synthetic import SyntheticConfig, generate
+    from vldistill.synthetic.images import SyntheticConfig, generate
 
     root = tmp_path_factory.mktemp("synthetic")
     generate(SyntheticConfig(counts={"train": 120, "val": 30, "test": 30, "test_shifted": 30}),

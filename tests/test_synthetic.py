@@ -19,8 +19,8 @@ from PIL import Image
 from scipy import ndimage
 
 from vldistill.data.manifest import SPLITS, TABLES, VE_LABELS, manifest_path, read_manifest
-from vldistill.data.scenes import COLORS
-from vldistill.data.synthetic import SyntheticConfig, generate
+from vldistill.synthetic.images import SyntheticConfig, generate
+from vldistill.synthetic.scenes import COLORS
 
 COUNTS = {"train": 40, "val": 40, "test": 40, "test_shifted": 40}
 SOURCE_SPLITS = ("train", "val", "test")

@@ -20,8 +20,8 @@ import pytest
 from scipy import ndimage
 
 from vldistill.data.manifest import SPLITS, TABLES, manifest_path, read_manifest
-from vldistill.data.scenes import BACKGROUND_RGB, COLORS, domain_combos, geometry
-from vldistill.data.synthetic_video import (
+from vldistill.synthetic.scenes import BACKGROUND_RGB, COLORS, domain_combos, geometry
+from vldistill.synthetic.video import (
     MOTION_EVENTS,
     Actor,
     Script,

@@ -6,12 +6,12 @@ import torch
 
 from vldistill.data.images import ImageBank, load_image_bank
 from vldistill.data.manifest import VE_LABELS, manifest_path, read_manifest
-from vldistill.data.synthetic import SyntheticConfig, generate
 from vldistill.eval import answer_vocabulary, official_normalize_answer, vqa_score
 from vldistill.models.config import HeadsConfig, StudentConfig
 from vldistill.models.factory import create_student
 from vldistill.models.student import Student
 from vldistill.models.tokenizer import Tokenizer
+from vldistill.synthetic.images import SyntheticConfig, generate
 from vldistill.train import tasks
 from vldistill.train.loop import TrainConfig, train
 from vldistill.train.tasks import (

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import polars as pl
 import torch
 
-from vldistill.data.language import Claim, Count, Exists, HasSize, Ref, Related, holds
-from vldistill.data.scenes import Scene, SceneObject
+from vldistill.synthetic.language import Claim, Count, Exists, HasSize, Ref, Related, holds
+from vldistill.synthetic.scenes import Scene, SceneObject
 
 
 def _ref_json(r: Ref) -> list:

@@ -38,7 +38,7 @@ Deliberate deviations, each tested:
   in [0, 1], not the official 100x rounded to 2 decimals.
 
 ``official_normalize_answer`` is the official processing of an answer. It is not
-``vldistill.data.language.answer_group_key``, which only groups the generator's annotator
+``vldistill.synthetic.language.answer_group_key``, which only groups the generator's annotator
 spellings (case, surrounding punctuation, number words) to pick a majority answer.
 """
 

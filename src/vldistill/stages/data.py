@@ -30,11 +30,11 @@ from vldistill.data.manifest import (
     manifest_path,
     read_manifest,
 )
-from vldistill.data.synthetic import SyntheticConfig, generate
-from vldistill.data.synthetic_video import SyntheticVideoConfig, generate_video
 from vldistill.data.validate import validate_dataset
 from vldistill.data.video import write_clip
 from vldistill.io import atomic_output, write_json
+from vldistill.synthetic.images import SyntheticConfig, generate
+from vldistill.synthetic.video import SyntheticVideoConfig, generate_video
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 import numpy as np
 
-from vldistill.data.scenes import COLORS, SHAPES, SIZES, Scene, SceneObject, domain_combos
+from vldistill.synthetic.common import pick
+from vldistill.synthetic.scenes import COLORS, SHAPES, SIZES, Scene, SceneObject, domain_combos
 
 NUMBER_WORDS: tuple[str, ...] = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
 )  # fmt: skip
-T = TypeVar("T")
 RELATIONS: tuple[str, ...] = ("left", "right", "above", "below")
 OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "above": "below", "below": "above"}
 # paraphrases of each relation; a flip keeps the paraphrase index so the edit stays minimal
@@ -233,10 +232,6 @@ def false_edit(
 # shared helpers
 
 
-def _pick(rng: np.random.Generator, items: Sequence[T]) -> T:
-    return items[int(rng.integers(len(items)))]
-
-
 def _weighted(rng: np.random.Generator, options: dict[str, float]) -> str:
     names = list(options)
     weights = np.array([options[n] for n in names], dtype=float)
@@ -264,7 +259,7 @@ def _random_pair(scene: Scene, rng: np.random.Generator) -> tuple[SceneObject, S
 
 def _true_relation(scene: Scene, rng: np.random.Generator, p_size: float = 0.0) -> Related:
     a, b = _random_pair(scene, rng)
-    rel = _pick(rng, [r for r in RELATIONS if related(a, r, b)])  # distinct cells: never empty
+    rel = pick(rng, [r for r in RELATIONS if related(a, r, b)])  # distinct cells: never empty
     return Related(ref(a, rng.random() < p_size), rel, ref(b, rng.random() < p_size))
 
 
@@ -396,14 +391,14 @@ def ve_claim(scene: Scene, rng: np.random.Generator, label: str) -> Claim:
     if _weighted(rng, kinds) == "relation":
         claim: Claim = replace(_true_relation(scene, rng), definite=True)
     else:
-        obj = _pick(rng, scene.objects)
+        obj = pick(rng, scene.objects)
         claim = HasSize(ref(obj), obj.size)
-    stand_in = Ref(*_pick(rng, _absent_combos(scene)))  # drawn for every label alike
+    stand_in = Ref(*pick(rng, _absent_combos(scene)))  # drawn for every label alike
     if label == "contradiction":
-        claim = _pick(rng, _edits(claim, 0)["flip" if isinstance(claim, Related) else "resize"])
+        claim = pick(rng, _edits(claim, 0)["flip" if isinstance(claim, Related) else "resize"])
     elif label == "neutral":
         if isinstance(claim, HasSize):
-            claim = HasSize(stand_in, _pick(rng, SIZES))
+            claim = HasSize(stand_in, pick(rng, SIZES))
         elif rng.random() < 0.5:
             claim = replace(claim, a=stand_in)
         else:
@@ -478,9 +473,9 @@ def annotate(
     answers = []
     for bad in is_wrong:
         if bad:
-            answers.append(_pick(rng, wrong))
+            answers.append(pick(rng, wrong))
         elif rng.random() < 0.3:
-            answers.append(_pick(rng, variants))
+            answers.append(pick(rng, variants))
         else:
             answers.append(gold)
     counts = Counter(answer_group_key(a) for a in answers)
@@ -493,7 +488,7 @@ def _count_question(scene: Scene, rng: np.random.Generator) -> tuple[str, int]:
     objs = scene.objects
     kind = _weighted(rng, {"all": 0.5, "color": 0.3, "shape": 0.2})
     if kind == "all":
-        question = _pick(
+        question = pick(
             rng,
             (
                 "how many shapes are there?",
@@ -504,10 +499,10 @@ def _count_question(scene: Scene, rng: np.random.Generator) -> tuple[str, int]:
         return question, len(objs)
     if kind == "color":
         # mostly colours in the scene, sometimes any colour so that "0" occurs
-        color = _pick(rng, [o.color for o in objs] if rng.random() < 0.7 else list(COLORS))
-        noun = _pick(rng, ("objects", "shapes"))
+        color = pick(rng, [o.color for o in objs] if rng.random() < 0.7 else list(COLORS))
+        noun = pick(rng, ("objects", "shapes"))
         return f"how many {color} {noun} are there?", sum(o.color == color for o in objs)
-    shape = _pick(rng, [o.shape for o in objs] if rng.random() < 0.7 else list(SHAPES))
+    shape = pick(rng, [o.shape for o in objs] if rng.random() < 0.7 else list(SHAPES))
     return f"how many {shape}s are there?", sum(o.shape == shape for o in objs)
 
 
@@ -519,25 +514,25 @@ def _vqa_question(scene: Scene, rng: np.random.Generator, qtype: str) -> tuple[s
         wrong = [str(v) for v in range(max(0, n - 2), n + 3) if v != n]
         return question, str(n), wrong
     if qtype == "color":
-        obj = _pick(rng, _unique_by(objs, "shape"))
+        obj = pick(rng, _unique_by(objs, "shape"))
         wrong = [c for c in COLORS if c != obj.color]
         return f"what color is the {obj.shape}?", obj.color, wrong
     if qtype == "shape":
-        obj = _pick(rng, _unique_by(objs, "color"))
-        noun = _pick(rng, ("object", "one"))
+        obj = pick(rng, _unique_by(objs, "color"))
+        noun = pick(rng, ("object", "one"))
         wrong = [s for s in SHAPES if s != obj.shape]
         return f"what shape is the {obj.color} {noun}?", obj.shape, wrong
     answer_yes = bool(rng.random() < 0.5)
     if qtype == "exist":
-        present = ref(_pick(rng, objs))
-        target = present if answer_yes else Ref(*_pick(rng, _absent_combos(scene)))
-        where = _pick(rng, ("", " in the picture"))
+        present = ref(pick(rng, objs))
+        target = present if answer_yes else Ref(*pick(rng, _absent_combos(scene)))
+        where = pick(rng, ("", " in the picture"))
         question = f"is there a {target.text()}{where}?"
         assert holds(Exists((target,)), scene) == answer_yes
     else:
         a, b = _random_pair(scene, rng)
-        rel = _pick(rng, [r for r in RELATIONS if related(a, r, b) == answer_yes])
-        phrase = _pick(rng, REL_PHRASES[rel])
+        rel = pick(rng, [r for r in RELATIONS if related(a, r, b) == answer_yes])
+        phrase = pick(rng, REL_PHRASES[rel])
         question = f"is the {ref(a).text()} {phrase} the {ref(b).text()}?"
     gold = "yes" if answer_yes else "no"
     return question, gold, ["no" if answer_yes else "yes"]
@@ -562,7 +557,7 @@ def make_vqa(
     seen: set[str] = set()
     out = []
     for _ in range(k):
-        qtype = _pick(rng, qtypes)
+        qtype = pick(rng, qtypes)
         question, gold, wrong = _unique(
             lambda q=qtype: _vqa_question(scene, rng, q), lambda item: item[0], seen
         )
@@ -666,7 +661,7 @@ def _relation_plan(
             f"{_the(a)} is {_VCR_REL_RATIONALE[rel]} {_the(x)}",
             f"{_the(a)} is {_VCR_REL_RATIONALE[OPPOSITE[rel]]} {_the(x)}",
             f"{_the(a)} is in the same {axis} as {_the(x)}",
-            f"{_the(_pick(rng, wrong))} is {_VCR_REL_RATIONALE[rel]} {_the(x)}",
+            f"{_the(pick(rng, wrong))} is {_VCR_REL_RATIONALE[rel]} {_the(x)}",
         ),
     )
 
@@ -687,7 +682,7 @@ def _extreme_plan(
     scene: Scene, rng: np.random.Generator, a: SceneObject, direction: str
 ) -> _VcrPlan:
     wrong = _wrong_objects(scene, rng, exclude=(a,))
-    other = _pick(rng, [o for o in scene.objects if o is not a])
+    other = pick(rng, [o for o in scene.objects if o is not a])
     axis = "row" if direction in ("top", "bottom") else "column"
     phrase = _EXTREME_PHRASE[direction]
     return _VcrPlan(
@@ -697,7 +692,7 @@ def _extreme_plan(
             f"{_the(a)} is {phrase} than every other shape",
             f"{_the(a)} is {_EXTREME_PHRASE[_EXTREME_OPPOSITE[direction]]} than every other shape",
             f"{_the(a)} is in the same {axis} as {_the(other)}",
-            f"{_the(_pick(rng, wrong))} is {phrase} than every other shape",
+            f"{_the(pick(rng, wrong))} is {phrase} than every other shape",
         ),
     )
 
@@ -715,16 +710,16 @@ def _size_plans(scene: Scene, rng: np.random.Generator) -> list[Callable[[], _Vc
 
 def _size_plan(scene: Scene, rng: np.random.Generator, a: SceneObject, size: str) -> _VcrPlan:
     wrong = _wrong_objects(scene, rng, exclude=(a,))
-    other = _pick(rng, [o for o in scene.objects if o is not a])
+    other = pick(rng, [o for o in scene.objects if o is not a])
     rest = SIZES[1 - SIZES.index(size)]
     return _VcrPlan(
-        question=_pick(rng, _SIZE_QUESTION[size]),
+        question=pick(rng, _SIZE_QUESTION[size]),
         answers=(_the(a), *(_the(w) for w in wrong)),
         rationales=(
             f"{_the(a)} is {size} and every other shape is {rest}",
             f"{_the(a)} is {rest} and every other shape is {size}",
             f"{_the(a)} is the same size as {_the(other)}",
-            f"{_the(_pick(rng, wrong))} is {size} and every other shape is {rest}",
+            f"{_the(pick(rng, wrong))} is {size} and every other shape is {rest}",
         ),
     )
 
@@ -818,7 +813,7 @@ def make_vcr(scene: Scene, rng: np.random.Generator, k: int) -> list[VcrItem]:
         weights = {"count": 1.0}
 
     def draw() -> tuple[_VcrPlan]:
-        return (_pick(rng, families[_weighted(rng, weights)])(),)
+        return (pick(rng, families[_weighted(rng, weights)])(),)
 
     seen: set[str] = set()
     out = []

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import zlib
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +23,20 @@ from PIL import Image
 from tqdm import tqdm
 
 from vldistill.config import read_section
-from vldistill.data import language
-from vldistill.data.generator_checks import (
+from vldistill.data.manifest import SCHEMAS, SPLITS, VE_LABELS
+from vldistill.data.truth import claim_to_json
+from vldistill.synthetic import language
+from vldistill.synthetic.common import (
     check_counts,
     check_image_size,
     check_int,
     check_object_range,
+    check_seed,
+    item_rng,
+    tally,
+    write_split,
 )
-from vldistill.data.manifest import SCHEMAS, SPLITS, VE_LABELS, manifest_path, write_manifest
-from vldistill.data.scenes import GRID, Geometry, Scene, geometry, render, sample_scene
-from vldistill.data.truth import claim_to_json
+from vldistill.synthetic.scenes import GRID, Geometry, Scene, geometry, render, sample_scene
 
 SPLIT_DOMAINS: dict[str, str] = {
     "train": "source",
@@ -51,10 +53,6 @@ def _default_counts() -> dict[str, int]:
 
 
 _OWNER = "synthetic config"
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    check_int(_OWNER, name, value, minimum)
 
 
 @dataclass(frozen=True)
@@ -78,13 +76,13 @@ class SyntheticConfig:
         check_object_range(_OWNER, self.min_objects, self.max_objects, GRID * GRID,
                            " (grid cells)")
         for name in ("captions_per_image", "vqa_per_image", "ve_per_image", "vcr_per_image"):
-            _check_int(name, getattr(self, name), 0)
+            check_int(_OWNER, name, getattr(self, name), 0)
         if self.ve_per_image % len(VE_LABELS):
             raise ValueError(
                 f"synthetic config ve_per_image must be a multiple of {len(VE_LABELS)} "
                 f"(balanced labels per image), got {self.ve_per_image}"
             )
-        _check_int("answers_per_question", self.answers_per_question, 1)
+        check_int(_OWNER, "answers_per_question", self.answers_per_question, 1)
         noise = self.annotator_noise
         if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise <= 1:
             raise ValueError(f"synthetic config annotator_noise must be in [0, 1], got {noise!r}")
@@ -96,8 +94,7 @@ class SyntheticConfig:
 
 def image_rng(seed: int, split: str, index: int, stream: str) -> np.random.Generator:
     """The random stream of one image and one purpose; independent of every other image."""
-    split_key = zlib.crc32(split.encode("utf-8"))
-    return np.random.default_rng(np.random.SeedSequence([seed, split_key, index, _STREAMS[stream]]))
+    return item_rng(seed, split, index, _STREAMS[stream])
 
 
 def _image_rows(
@@ -169,10 +166,6 @@ def _image_rows(
 
 def _split_summary(frames: dict[str, pl.DataFrame]) -> dict[str, Any]:
     """Row counts and label distributions of one split, JSON-friendly."""
-
-    def tally(values: list) -> dict[str, int]:
-        return {str(k): v for k, v in sorted(Counter(values).items(), key=lambda kv: str(kv[0]))}
-
     vqa = frames["vqa"]
     yes_no = vqa.filter(pl.col("answer_type") == "yes/no")
     return {
@@ -197,9 +190,7 @@ def generate(
     cfg: SyntheticConfig, root: str | Path, seed: int, progress: bool = True
 ) -> dict[str, Any]:
     """Write the benchmark under ``root`` and return a summary (counts, label tallies, seconds)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed)
     start = time.perf_counter()
     root = Path(root)
     geo = geometry(cfg.image_size)
@@ -220,13 +211,7 @@ def generate(
                 for table, table_rows in image_rows.items():
                     rows[table].extend(table_rows)
                 bar.update(1)
-            frames = {
-                table: pl.DataFrame(table_rows, schema=SCHEMAS[table])
-                for table, table_rows in rows.items()
-            }
-            for table, df in frames.items():
-                write_manifest(df, manifest_path(root, split, table), table)
-            summary["splits"][split] = _split_summary(frames)
+            summary["splits"][split] = _split_summary(write_split(root, split, rows))
     summary["counts"] = {split: s["rows"] for split, s in summary["splits"].items()}
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary

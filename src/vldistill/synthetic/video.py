@@ -27,7 +27,6 @@ import re
 import sys
 import time
 import zlib
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,14 +37,20 @@ import polars as pl
 from tqdm import tqdm
 
 from vldistill.config import read_section
-from vldistill.data.generator_checks import (
+from vldistill.data.manifest import SCHEMAS, SPLITS
+from vldistill.synthetic.common import (
     check_counts,
     check_image_size,
     check_int,
     check_object_range,
+    check_seed,
+    item_rng,
+    pick,
+    tally,
+    write_split,
 )
-from vldistill.data.manifest import SCHEMAS, SPLITS, manifest_path, write_manifest
-from vldistill.data.scenes import (
+from vldistill.synthetic.images import SPLIT_DOMAINS
+from vldistill.synthetic.scenes import (
     BACKGROUNDS,
     GRID,
     SIZES,
@@ -56,7 +61,6 @@ from vldistill.data.scenes import (
     geometry,
     render,
 )
-from vldistill.data.synthetic import SPLIT_DOMAINS
 
 ClipWriter = Callable[[np.ndarray, Path, int], None]
 
@@ -104,10 +108,6 @@ def _default_counts() -> dict[str, int]:
 _OWNER = "synthetic video config"
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    check_int(_OWNER, name, value, minimum)
-
-
 @dataclass(frozen=True)
 class SyntheticVideoConfig:
     image_size: int = 64
@@ -125,7 +125,7 @@ class SyntheticVideoConfig:
         # a private copy, so mutating the caller's dict cannot change a frozen config
         object.__setattr__(self, "counts", dict(self.counts))
         check_image_size(_OWNER, self.image_size)
-        _check_int("n_frames", self.n_frames, MIN_FRAMES)
+        check_int(_OWNER, "n_frames", self.n_frames, MIN_FRAMES)
         # a round trip's dual is its rotation by half the clip: a permutation of frames only
         # when the clip has an even length
         if self.n_frames > MAX_FRAMES or self.n_frames % 2:
@@ -133,9 +133,9 @@ class SyntheticVideoConfig:
                 f"synthetic video config n_frames must be even and in {MIN_FRAMES}..{MAX_FRAMES}, "
                 f"got {self.n_frames}"
             )
-        _check_int("fps", self.fps, 1)
+        check_int(_OWNER, "fps", self.fps, 1)
         check_counts(_OWNER, self.counts)
-        _check_int("captions_per_clip", self.captions_per_clip, 0)
+        check_int(_OWNER, "captions_per_clip", self.captions_per_clip, 0)
         check_object_range(_OWNER, self.min_objects, self.max_objects, MAX_OBJECTS, "")
         if not isinstance(self.dual_pairs, bool):
             raise ValueError(f"synthetic video config dual_pairs must be true or false, got "
@@ -152,10 +152,8 @@ class SyntheticVideoConfig:
 
 def clip_rng(seed: int, split: str, index: int, stream: str) -> np.random.Generator:
     """The random stream of one clip and one purpose; independent of every other clip."""
-    split_key = zlib.crc32(split.encode("utf-8"))
     # the trailing tag keeps these streams apart from the image generator's for the same seed
-    key = [seed, split_key, index, _STREAMS[stream], zlib.crc32(b"video")]
-    return np.random.default_rng(np.random.SeedSequence(key))
+    return item_rng(seed, split, index, _STREAMS[stream], zlib.crc32(b"video"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,10 +309,6 @@ def negative_script(script: Script) -> Script:
                    onsets=tuple(n - o for o in script.onsets[::-1]))
 
 
-def _pick(rng: np.random.Generator, items: list | tuple) -> Any:
-    return items[int(rng.integers(len(items)))]
-
-
 def sample_script(
     rng: np.random.Generator,
     domain: str,
@@ -325,7 +319,7 @@ def sample_script(
 ) -> Script:
     """Draw an event script; the script or its dual with equal probability."""
     n = int(rng.integers(min_objects, max_objects + 1))
-    event = _pick(rng, [e for e in _BASE_EVENTS if e != "appear_order" or n >= 2])
+    event = pick(rng, [e for e in _BASE_EVENTS if e != "appear_order" or n >= 2])
     group = _COLOR_GROUPS[int(event in MOTION_EVENTS) ^ int(domain == "source")]
     combos = domain_combos(domain)
     # subjects: the event's colour group; every (colour, shape) pair in a clip is distinct
@@ -336,7 +330,7 @@ def sample_script(
     new_color = None
     if event == "color_change":
         color, shape = subjects[0]
-        new_color = _pick(rng, [c for c in group if c != color and (c, shape) in combos])
+        new_color = pick(rng, [c for c in group if c != color and (c, shape) in combos])
     # a colour-changing subject is the only one of its shape, so "the circle" names it
     taken_shapes = {subjects[0][1]} if event == "color_change" else set()
     others = [c for c in combos if c not in subjects and c[1] not in taken_shapes]
@@ -345,10 +339,10 @@ def sample_script(
 
     direction, distance, onsets = None, 0, ()
     if event in MOTION_EVENTS:
-        direction = _pick(rng, MOTION_DIRECTIONS)
+        direction = pick(rng, MOTION_DIRECTIONS)
         axis, sign = _AXIS[direction]
         lane = int(rng.integers(GRID))
-        start, stop = _pick(rng, [(a, b) for a in range(GRID) for b in range(GRID)
+        start, stop = pick(rng, [(a, b) for a in range(GRID) for b in range(GRID)
                                   if (b - a) * sign > 0])
         # the subject runs along its lane (a row or column); every other object sits outside it
         cell = (lane, start) if axis == 0 else (start, lane)
@@ -523,9 +517,6 @@ def make_clip(cfg: SyntheticVideoConfig, seed: int, split: str, index: int) -> C
 
 
 def _split_summary(frames: dict[str, pl.DataFrame]) -> dict[str, Any]:
-    def tally(values: list) -> dict[str, int]:
-        return {str(k): v for k, v in sorted(Counter(values).items(), key=lambda kv: str(kv[0]))}
-
     scripts = [Script.from_json(s) for s in frames["images"]["scene"].to_list()]
     return {
         "rows": {table: df.height for table, df in frames.items()},
@@ -544,9 +535,7 @@ def generate_video(
 ) -> dict[str, Any]:
     """Write the clips (through ``write_clip``) and every split's manifests under ``root``; return
     a summary (counts, event tallies, seconds). The non-caption task tables are written empty."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed)
     start = time.perf_counter()
     root = Path(root)
     summary: dict[str, Any] = {
@@ -573,11 +562,7 @@ def generate_video(
                     for k, (caption, negative) in enumerate(clip.captions)
                 ]
                 bar.update(1)
-            frames = {table: pl.DataFrame(table_rows, schema=SCHEMAS[table])
-                      for table, table_rows in rows.items()}
-            for table, df in frames.items():
-                write_manifest(df, manifest_path(root, split, table), table)
-            summary["splits"][split] = _split_summary(frames)
+            summary["splits"][split] = _split_summary(write_split(root, split, rows))
     summary["counts"] = {split: s["rows"] for split, s in summary["splits"].items()}
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary
