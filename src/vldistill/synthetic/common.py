@@ -19,9 +19,11 @@ from vldistill.synthetic.scenes import geometry
 T = TypeVar("T")
 
 
+# ``owner`` is the config section (synthetic, synthetic_video): a message names the key as the
+# workflow's config check does
 def check_int(owner: str, name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner} {name} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{owner}.{name}: must be an integer >= {minimum}, got {value!r}")
 
 
 def check_image_size(owner: str, image_size: Any) -> None:
@@ -29,25 +31,28 @@ def check_image_size(owner: str, image_size: Any) -> None:
     try:
         geometry(image_size)
     except ValueError as exc:
-        raise ValueError(f"{owner} image_size: {exc}") from exc
+        raise ValueError(f"{owner}.image_size: {exc}") from exc
 
 
 def check_counts(owner: str, counts: Mapping[str, Any]) -> None:
     """Items per split: every split named, no other, none negative."""
     for split in counts:
         if split not in SPLITS:
-            raise ValueError(f"{owner} counts has unknown split {split!r}")
+            raise ValueError(f"{owner}.counts: unknown split {split!r}")
     for split in SPLITS:
         if split not in counts:
-            raise ValueError(f"{owner} counts lacks split {split!r}")
+            raise ValueError(f"{owner}.counts: lacks split {split!r}")
         check_int(owner, f"counts[{split!r}]", counts[split], 0)
 
 
 def check_object_range(owner: str, minimum: Any, maximum: Any, most: int, why: str) -> None:
     check_int(owner, "min_objects", minimum, 1)
-    check_int(owner, "max_objects", maximum, minimum)
+    check_int(owner, "max_objects", maximum, 1)
+    if minimum > maximum:
+        raise ValueError(f"{owner}.min_objects: must not exceed {owner}.max_objects "
+                         f"({minimum} > {maximum})")
     if maximum > most:
-        raise ValueError(f"{owner} max_objects must be <= {most}{why}")
+        raise ValueError(f"{owner}.max_objects: must be <= {most}{why}")
 
 
 def check_seed(seed: Any) -> int:

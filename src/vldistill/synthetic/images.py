@@ -52,7 +52,7 @@ def _default_counts() -> dict[str, int]:
     return {"train": 2000, "val": 300, "test": 500, "test_shifted": 500}
 
 
-_OWNER = "synthetic config"
+_OWNER = "synthetic"  # the config section
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,13 @@ class SyntheticConfig:
             check_int(_OWNER, name, getattr(self, name), 0)
         if self.ve_per_image % len(VE_LABELS):
             raise ValueError(
-                f"synthetic config ve_per_image must be a multiple of {len(VE_LABELS)} "
+                f"synthetic.ve_per_image: must be a multiple of {len(VE_LABELS)} "
                 f"(balanced labels per image), got {self.ve_per_image}"
             )
         check_int(_OWNER, "answers_per_question", self.answers_per_question, 1)
         noise = self.annotator_noise
         if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise <= 1:
-            raise ValueError(f"synthetic config annotator_noise must be in [0, 1], got {noise!r}")
+            raise ValueError(f"synthetic.annotator_noise: must be in [0, 1], got {noise!r}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SyntheticConfig:

@@ -105,7 +105,7 @@ def _default_counts() -> dict[str, int]:
     return {"train": 1000, "val": 200, "test": 300, "test_shifted": 300}
 
 
-_OWNER = "synthetic video config"
+_OWNER = "synthetic_video"  # the config section
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class SyntheticVideoConfig:
         # when the clip has an even length
         if self.n_frames > MAX_FRAMES or self.n_frames % 2:
             raise ValueError(
-                f"synthetic video config n_frames must be even and in {MIN_FRAMES}..{MAX_FRAMES}, "
+                f"synthetic_video.n_frames: must be even and in {MIN_FRAMES}..{MAX_FRAMES}, "
                 f"got {self.n_frames}"
             )
         check_int(_OWNER, "fps", self.fps, 1)
@@ -138,11 +138,11 @@ class SyntheticVideoConfig:
         check_int(_OWNER, "captions_per_clip", self.captions_per_clip, 0)
         check_object_range(_OWNER, self.min_objects, self.max_objects, MAX_OBJECTS, "")
         if not isinstance(self.dual_pairs, bool):
-            raise ValueError(f"synthetic video config dual_pairs must be true or false, got "
+            raise ValueError(f"synthetic_video.dual_pairs: must be true or false, got "
                              f"{self.dual_pairs!r}")
         if not isinstance(self.extension, str) or not _EXTENSION.fullmatch(self.extension):
             raise ValueError(
-                f"synthetic video config extension must look like '.mkv', got {self.extension!r}"
+                f"synthetic_video.extension: must look like '.mkv', got {self.extension!r}"
             )
 
     @classmethod
