@@ -192,6 +192,15 @@ EVAL_PARAMS = {"split": GALLERY_SPLIT,
 RETRIEVAL_SEEDS = RETRIEVAL["seeds"] if RETRIEVAL else []
 RETRIEVAL_REUSE = RETRIEVAL["reuse"] if RETRIEVAL else None  # another run's Slow and Fast
 RERANK_FAST = RETRIEVAL["rerank"]["fast"] if RETRIEVAL else None  # whose top-K Slow re-ranks
+# a gallery index built by this many jobs and merged (1: one job builds it)
+INDEX_SHARDS = RETRIEVAL["index"]["shards"] if RETRIEVAL else 1
+INDEX_PARTS = "indexes/{dataset}/seed-{seed}/{fast_model}.shards"
+
+
+def index_shard_files(wc):
+    """Every shard index of one Fast model's gallery, in shard order (gallery order)."""
+    return [f"{INDEX_PARTS}/{shard}-of-{INDEX_SHARDS}.faiss".format(**wc)
+            for shard in range(INDEX_SHARDS)]
 
 
 def student_start(init):

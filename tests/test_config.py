@@ -89,6 +89,8 @@ IMPOSSIBLE = [
      "teachers.vision.name: got 'resnet50'; expected one of ['efficientnet_lite0', 'open_clip']"),
     ("retrieval: {index: {factory: 'IVF1024,Flat'}}",
      "retrieval.index.factory: IVF1024 needs at least 1024 vectors"),
+    ("retrieval: {index: {factory: HNSW32, shards: 4}}",
+     "retrieval.index.shards: 4 shards of a graph index (HNSW32) cannot be merged"),
     ("retrieval: {captions_per_image: 9}",
      "retrieval.captions_per_image: 9 queries per image, but the generator writes "
      "synthetic.captions_per_image = 5"),

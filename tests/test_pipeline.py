@@ -140,6 +140,18 @@ def test_a_rerank_k_list_edit_reruns_only_reranking_and_the_tables(tiny_run):
 
 
 @pytest.mark.slow
+def test_a_sharded_index_builds_from_shard_jobs_and_retrains_nothing(tiny_run):
+    override = tiny_run / "configs" / "index_shards.yaml"
+    override.write_text("retrieval:\n  index: {factory: Flat, nprobe: null, shards: 3}\n")
+    jobs = dry_run_jobs(tiny_run, str(override))
+    # per Fast model: one template, three shards, one merge; then what reads the indexes
+    assert {rule: jobs.get(rule) for rule in ("retrieval_index_template", "retrieval_index_shard",
+                                              "retrieval_index")} == {
+        "retrieval_index_template": 2, "retrieval_index_shard": 6, "retrieval_index": 2}
+    assert not {"retrieval_fast", "retrieval_slow", "student_pretrain", "finetune"} & set(jobs)
+
+
+@pytest.mark.slow
 def test_a_fast_hard_negatives_edit_reruns_the_fast_models_and_what_reads_them_not_slow(
         tiny_run):
     override = tiny_run / "configs" / "hard_negatives.yaml"

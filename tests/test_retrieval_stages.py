@@ -82,12 +82,8 @@ def test_the_distilled_fast_model_needs_the_slow_checkpoint(root, student_checkp
 
 
 def test_index_fast_slow_and_rerank_evaluate_one_gallery(root, student_checkpoint, tmp_path):
-    from vldistill.stages.retrieval import (
-        build_gallery_index,
-        evaluate_fast,
-        evaluate_rerank,
-        evaluate_slow,
-    )
+    from vldistill.stages.index import build_gallery_index
+    from vldistill.stages.retrieval import evaluate_fast, evaluate_rerank, evaluate_slow
 
     train_slow(root=root, init="mad", start=student_checkpoint, student=STUDENT,
                progressive=True, directions=["forward", "backward"], training=TRAINING, seed=0,
@@ -253,12 +249,8 @@ def test_non_exhaustive_indexes_evaluate_with_exact_ranks(student_checkpoint, tm
     from vldistill.eval.retrieval import retrieval_metrics
     from vldistill.models.factory import save_fast
     from vldistill.retrieval.gallery import embed_gallery, embed_queries, retrieval_set
-    from vldistill.stages.retrieval import (
-        build_gallery_index,
-        evaluate_fast,
-        evaluate_rerank,
-        image_to_text_metrics,
-    )
+    from vldistill.stages.index import build_gallery_index
+    from vldistill.stages.retrieval import evaluate_fast, evaluate_rerank, image_to_text_metrics
 
     root = tmp_path / "scenes"
     generate(SyntheticConfig(counts={"train": 1, "val": 1, "test": 24, "test_shifted": 1}), root,
@@ -285,3 +277,52 @@ def test_non_exhaustive_indexes_evaluate_with_exact_ranks(student_checkpoint, tm
         assert 1 <= rerank["t2i"]["median_rank"] <= 24
         if factory == "IVF16,Flat":  # one list of 16 holds far fewer than 24 images
             assert rerank["slow_calls_per_query"] < 24
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat"])
+def test_a_gallery_index_built_in_shards_is_the_one_job_index(student_checkpoint, tmp_path,
+                                                              factory):
+    """retrieval.index.shards: three shard jobs (uneven slices, one of them empty) merged
+    answer every search as the single-job index does, ids in gallery order."""
+    import faiss
+    import numpy as np
+
+    from vldistill.models.factory import save_fast
+    from vldistill.retrieval.index import load_index, search
+    from vldistill.stages.index import (
+        build_gallery_index,
+        build_index_shard,
+        build_index_template,
+        merge_index_shards,
+        shard_rows,
+    )
+
+    root = tmp_path / "scenes"
+    generate(SyntheticConfig(counts={"train": 1, "val": 1, "test": 11, "test_shifted": 1}), root,
+             seed=2, progress=False)
+    fast_path = tmp_path / "fast.safetensors"
+    save_fast(fast_path, create_fast(StudentConfig.from_dict(STUDENT), 16, student_checkpoint),
+              {"temperature": 0.1, "distilled": False, "seeds": {}})
+    common = {"root": root, "fast_path": fast_path, "split": "test"}
+    build_gallery_index(**common, factory=factory, nprobe=2, out_path=tmp_path / "one.faiss")
+    template = build_index_template(**common, factory=factory, out_path=tmp_path / "t.faiss")
+    assert template["trained_on"] == (0 if factory == "Flat" else 11)
+    shards = 12  # more shards than images: some are empty
+    assert [shard_rows(11, s, shards) for s in range(shards)][:2] == [(0, 0), (0, 1)]
+    paths = [tmp_path / f"{s}-of-{shards}.faiss" for s in range(shards)]
+    for shard, path in enumerate(paths):
+        build_index_shard(**common, template_path=tmp_path / "t.faiss", shard=shard,
+                          shards=shards, out_path=path)
+    info = merge_index_shards(shard_paths=paths, factory=factory, nprobe=2,
+                              out_path=tmp_path / "merged.faiss")
+    assert info["gallery"] == 11 and info["shards"] == shards
+    one, merged = load_index(tmp_path / "one.faiss"), load_index(tmp_path / "merged.faiss")
+    queries = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    faiss.normalize_L2(queries)
+    (scores, rows), (one_scores, one_rows) = search(merged, queries, 11), search(one, queries, 11)
+    # the same gallery rows in the same order; scores to float rounding (a shard's images are
+    # embedded in other batches, and CPU matmuls round by batch shape)
+    assert np.array_equal(rows, one_rows)
+    np.testing.assert_allclose(scores, one_scores, atol=1e-5)
+    with pytest.raises(ValueError, match="shard 12 of 12"):
+        shard_rows(11, 12, 12)

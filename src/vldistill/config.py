@@ -196,6 +196,11 @@ def retrieval_errors(config: dict) -> list[str]:
     if not retrieval:
         return []
     problems: list[str] = []
+    index = retrieval.get("index", {})
+    if index.get("shards", 1) > 1 and "HNSW" in str(index.get("factory", "")):
+        # faiss merges flat and inverted-list indexes, not graphs
+        problems.append(f"retrieval.index.shards: {index['shards']} shards of a graph index "
+                        f"({index['factory']}) cannot be merged; use 1, or a Flat or IVF factory")
     source = config.get("dataset", {}).get("source")
     # the generator's section: its counts are the gallery sizes
     section = {"synthetic": "synthetic", "synthetic_video": "synthetic_video"}.get(source)

@@ -117,10 +117,14 @@ def load_image_bank(root: str | Path, image_manifests: Sequence[str | Path], ima
 
 
 def iter_image_batches(root: str | Path, image_manifests: Sequence[str | Path], image_size: int,
-                       batch_size: int, progress: bool = True) -> Iterator[torch.Tensor]:
+                       batch_size: int, progress: bool = True,
+                       rows: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
     """The images of ``load_image_bank``, in its order, as normalised float batches decoded one
-    batch at a time: memory holds one batch, however many images there are."""
+    batch at a time: memory holds one batch, however many images there are. ``rows``: only
+    the bank rows [start, stop) (one shard of a gallery)."""
     table = image_table(image_manifests)
+    if rows is not None:
+        table = table[rows[0]:rows[1]]
     with tqdm(total=len(table), unit="img", desc="images", file=sys.stderr, mininterval=10.0,
               disable=not progress) as bar:
         for start in range(0, len(table), batch_size):

@@ -18,9 +18,6 @@ from typing import Any
 
 import torch
 
-from vldistill.data.images import iter_image_batches
-from vldistill.data.manifest import manifest_path
-from vldistill.data.video import load_visual_bank
 from vldistill.eval.retrieval import (
     KS,
     chance_metrics,
@@ -43,7 +40,6 @@ from vldistill.models.fusion import CAPTION_DIRECTIONS
 from vldistill.models.student import Student
 from vldistill.results.ranks import TopImages, write_query_ranks
 from vldistill.retrieval.gallery import (
-    GALLERY_BATCH,
     RetrievalSet,
     embed_gallery,
     embed_queries,
@@ -53,9 +49,7 @@ from vldistill.retrieval.gallery import (
 )
 from vldistill.retrieval.index import (
     MAX_SEARCH_K,
-    build_index_from_batches,
     load_index,
-    save_index,
     search,
 )
 from vldistill.retrieval.losses import KL_DIRECTIONS, info_nce, slow_to_fast_kl
@@ -282,28 +276,6 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
 
 
 # --- evaluation -------------------------------------------------------------------------------
-
-def build_gallery_index(*, root: str | Path, fast_path: str | Path, split: str, factory: str,
-                        nprobe: int | None, out_path: str | Path) -> dict[str, Any]:
-    """Embed the split's images with the Fast image tower into a faiss index on disk."""
-    model, _ = load_fast(fast_path)
-    manifests = [manifest_path(root, split, "images")]
-    if model.cfg.frames == 1:
-        batches = iter_image_batches(root, manifests, model.cfg.image_size, GALLERY_BATCH)
-    else:  # clips: decoded into a bank first (N x T frames; not streamed like images yet)
-        bank = load_visual_bank(root, manifests, model.cfg.image_size, model.cfg.frames)
-        rows = torch.arange(len(bank.pixels))
-        batches = (bank.at(rows[i:i + GALLERY_BATCH])
-                   for i in range(0, len(rows), GALLERY_BATCH))
-    with torch.no_grad():  # streamed: one batch of images in memory, whatever the gallery size
-        embeddings = (model.encode_image(pixels).numpy() for pixels in batches)
-        index, seconds = timed(build_index_from_batches, embeddings, factory, nprobe)
-    save_index(index, out_path)
-    info = {"gallery": index.ntotal, "dim": index.d, "factory": factory,
-            "build_seconds": seconds}
-    log.info("index: %s", info)
-    return info
-
 
 def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
                   split: str, captions_per_image: int, max_queries: int | None = None,
