@@ -288,3 +288,29 @@ def test_fingerprint_ignores_batch_size_only():
     text = TextTeacherConfig("minilm")
     assert text.fingerprint() != TextTeacherConfig("minilm", max_length=16).fingerprint()
     assert text.fingerprint() != TextTeacherConfig("hf", model="x").fingerprint()
+
+
+def test_the_student_and_both_vision_teachers_see_the_same_square_of_a_wide_image(tiny_clip,
+                                                                                tmp_path):
+    """One geometry: a 3:1 image whose centre third is green, flanked by red and blue. The
+    student's decode, EfficientNet's and open_clip's preprocessing all see the green square
+    (squashing the whole image would show all three colours)."""
+    from vldistill.data.images import decode_resized
+    from vldistill.teachers.efficientnet import preprocess
+
+    array = np.zeros((60, 180, 3), dtype=np.uint8)
+    array[:, :60, 0] = array[:, 60:120, 1] = array[:, 120:, 2] = 255
+    Image.fromarray(array).save(tmp_path / "wide.png")
+    green = np.array([0, 255, 0])
+    student = decode_resized(tmp_path, "wide.png", "wide", 32)
+    assert student.shape == (32, 32, 3) and (student == green).all()
+    lite = (preprocess([Image.open(tmp_path / "wide.png")], 32)[0] * 0.5 + 0.5) * 255
+    assert torch.allclose(lite.permute(1, 2, 0), torch.tensor(green).float())
+    teacher = create_vision_teacher(VisionTeacherConfig(name="open_clip", model=tiny_clip,
+                                                        image_size=64))
+    x = teacher.preprocess(Image.open(tmp_path / "wide.png").convert("RGB"))
+    normalize = teacher.preprocess.transforms[-1]  # open_clip's mean/std, undone here
+    rgb = x * torch.tensor(normalize.std)[:, None, None] + torch.tensor(normalize.mean)[:, None,
+                                                                                        None]
+    inner = rgb[:, :, 2:-2]  # bicubic resampling bleeds a pixel or two across the crop's edge
+    assert torch.allclose(inner.mean(dim=(1, 2)), torch.tensor([0.0, 1.0, 0.0]), atol=0.02)

@@ -91,16 +91,30 @@ def image_table(image_manifests: Sequence[str | Path]) -> pl.DataFrame:
     return pl.concat(frames).unique("image_id", keep="first", maintain_order=True)
 
 
+def square_view(image: Image.Image, size: int) -> Image.Image:
+    """What every model sees of an image: its central square (side = the shorter side), resized
+    bilinearly to size x size. open_clip's transforms (shorter side resized, then centre crop)
+    keep the same region, so the student and every teacher look at the same pixels and
+    position-matched token distillation compares the same places; squashing the whole image
+    into a square instead would stretch it differently for the student than for the teacher."""
+    width, height = image.size
+    if width != height:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return image
+
+
 def decode_resized(root: str | Path, rel_path: str, image_id: str, image_size: int) -> np.ndarray:
-    """One image as uint8 [S, S, 3], resized to the student's input size."""
+    """One image as uint8 [S, S, 3]: its square view at the student's input size."""
     try:
         image = decode_rgb(Path(root) / rel_path)
     except BadExampleError as exc:
         raise BadExampleError(f"{exc} (image_id {image_id}); the data rule checked it, so "
                               "it changed since: re-run the data rule") from exc
-    if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(square_view(image, image_size), dtype=np.uint8)
 
 
 def load_image_bank(root: str | Path, image_manifests: Sequence[str | Path], image_size: int,

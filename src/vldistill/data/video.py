@@ -3,7 +3,7 @@
 A video dataset reuses the ``images`` manifest table, one row per clip (``image_path`` is the clip
 file, ``width``/``height`` its video stream's size). A clip is read as ``n_frames`` frames
 sampled uniformly over its whole length (the midpoint of each of ``n_frames`` equal segments),
-each resized to ``size`` x ``size`` with the same bilinear resize as the image path.
+each seen as the image path sees a picture: its square view at ``size`` x ``size``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from av.container import InputContainer
 from av.video.stream import VideoStream
-from PIL import Image
 from tqdm import tqdm
 
-from vldistill.data.images import PixelBank, image_table, load_image_bank
+from vldistill.data.images import PixelBank, image_table, load_image_bank, square_view
 from vldistill.data.manifest import BadExampleError
 from vldistill.io import atomic_output
 
@@ -96,10 +95,8 @@ def _decode_at(path: str | Path, indices: Sequence[int], size: int
         for index, frame in enumerate(container.decode(stream)):
             decoded = index + 1
             if index in wanted:
-                image = frame.to_image()  # RGB
-                if image.size != (size, size):
-                    image = image.resize((size, size), Image.Resampling.BILINEAR)
-                picked[index] = np.asarray(image, dtype=np.uint8)
+                picked[index] = np.asarray(square_view(frame.to_image(), size),  # RGB
+                                           dtype=np.uint8)
             if index >= last:
                 break
     return picked, decoded

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vldistill.data.images import square_view
 from vldistill.teachers.base import ImageFeatures, VisionTeacher, VisionTeacherConfig
 
 WIDTH = 1280  # channels of the final 1x1 head convolution
@@ -17,13 +18,9 @@ MEAN = STD = 0.5  # the Lite models' preprocessing maps [0, 1] to [-1, 1]
 
 
 def preprocess(images: list[Image.Image], size: int) -> torch.Tensor:
-    """RGB, bilinear resize to size x size, [0, 1], then (x - 0.5) / 0.5; returns [B, 3, s, s]."""
-    arrays = [
-        np.asarray(
-            im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32
-        )
-        for im in images
-    ]
+    """RGB, the square view at size x size (data/images.py: the region the student sees),
+    [0, 1], then (x - 0.5) / 0.5; returns [B, 3, s, s]."""
+    arrays = [np.asarray(square_view(im.convert("RGB"), size), dtype=np.float32) for im in images]
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 255.0
     return (x - MEAN) / STD
 
