@@ -104,3 +104,54 @@ def test_a_training_rule_with_two_processes_runs_under_torchrun(tiny_run, tmp_pa
     first = [h["loss"] for h in (single["history"][0], double["history"][0])]
     assert first[1] == pytest.approx(first[0], rel=0.2)
     assert all(math.isfinite(h["loss"]) for h in double["history"])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_single_process_nodes_meet_at_a_rendezvous_and_train_as_two_processes(one_and_two,
+                                                                                 tmp_path):
+    """Multi-node training as a SLURM job starts it (one launcher per node, a c10d rendezvous),
+    with both "nodes" on localhost: the same updates as two processes on one node."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    command = distributed.torchrun_command(str(WORKER), 1, [str(tmp_path), "1"], nodes=2,
+                                           endpoint=endpoint, run_id="two-nodes")
+    launchers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for _ in range(2)]
+    outputs = [launcher.communicate(timeout=300)[0] for launcher in launchers]
+    assert [launcher.returncode for launcher in launchers] == [0, 0], "\n".join(outputs)[-3000:]
+    history, weights = results(tmp_path)
+    reference, reference_weights = results(one_and_two / "2")
+    assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in reference],
+                                                         rel=1e-6)
+    for name, weight in reference_weights.items():
+        torch.testing.assert_close(weights[name], weight, rtol=1e-6, atol=1e-7)
+
+
+def test_a_multi_node_job_starts_one_launcher_per_node_through_srun(monkeypatch):
+    env = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NUM_NODES": "2", "SLURMD_NODENAME": "gpu-07",
+           "SLURM_CPUS_ON_NODE": "32"}
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ran = []
+    monkeypatch.setattr(distributed.subprocess, "run", lambda command, check: ran.append(command))
+    assert distributed.relaunch("train.py", 4, "a", nodes=2)
+    [command] = ran
+    assert command[:6] == ["srun", "--overlap", "--nodes=2", "--ntasks-per-node=1",
+                           "--kill-on-bad-exit=1", "--cpus-per-task=32"]
+    assert {"--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu-07:29742",
+            "--rdzv-id=4242", "--nproc-per-node=4"} <= set(command)
+    assert command[-2:] == ["train.py", "a"]
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")
+    with pytest.raises(RuntimeError, match="has 1 node"):
+        distributed.relaunch("train.py", 4, nodes=2)
+    monkeypatch.delenv("SLURM_JOB_ID")
+    with pytest.raises(RuntimeError, match="needs a SLURM allocation"):
+        distributed.relaunch("train.py", 4, nodes=2)

@@ -8,9 +8,10 @@ splits each global batch across them and averages gradients. One process changes
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -92,25 +93,71 @@ def processes(resources: Mapping[str, Any]) -> int:
     return max(1, int(asked))
 
 
-def relaunch(script: str, nproc: int, *args: str) -> bool:
-    """Run ``script`` (with ``args``) under torchrun with ``nproc`` workers on this node and
-    wait for them; a failing worker fails the launcher.
+def relaunch(script: str, nproc: int, *args: str, nodes: int = 1) -> bool:
+    """Run ``script`` (with ``args``) under torchrun with ``nproc`` workers per node and wait for
+    them; a failing worker fails the launcher. ``nodes`` > 1: one torchrun per node of the
+    job's SLURM allocation (through ``srun``), meeting at a rendezvous on this node.
 
     True when this process was the launcher (the workers did the work); False when there is
-    nothing to launch (one process, or already a torchrun worker).
+    nothing to launch (one process on one node, or already a torchrun worker).
     """
-    if nproc <= 1 or "LOCAL_RANK" in os.environ:
+    if (nproc <= 1 and nodes <= 1) or "LOCAL_RANK" in os.environ:
         return False
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={nproc}", script, *args], check=True)
+    if nodes <= 1:
+        command = torchrun_command(script, nproc, args)
+    else:
+        command = srun_command(nodes, os.environ) + torchrun_command(
+            script, nproc, args, nodes=nodes, endpoint=rendezvous_endpoint(os.environ),
+            run_id=os.environ["SLURM_JOB_ID"])
+    subprocess.run(command, check=True)
     return True
+
+
+def torchrun_command(script: str, nproc: int, args: Sequence[str], nodes: int = 1,
+                     endpoint: str | None = None, run_id: str | None = None) -> list[str]:
+    """One node's launcher: ``nproc`` workers; with ``nodes`` > 1 they join the other nodes'
+    workers at the c10d rendezvous ``endpoint`` (host:port) under ``run_id``."""
+    if nodes <= 1:
+        where = ["--standalone"]
+    else:
+        where = [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+                 f"--rdzv-id={run_id}"]
+    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={nproc}",
+            script, *args]
+
+
+# The rendezvous port on the job's first node: one per job id, so two jobs sharing a node
+# do not meet each other's workers
+RENDEZVOUS_PORT_BASE = 29_500
+
+
+def rendezvous_endpoint(env: Mapping[str, str]) -> str:
+    """host:port of the rendezvous: this node (the batch host, where the rule's script runs)."""
+    host = env.get("SLURMD_NODENAME") or socket.gethostname()
+    return f"{host}:{RENDEZVOUS_PORT_BASE + int(env['SLURM_JOB_ID']) % 1000}"
+
+
+def srun_command(nodes: int, env: Mapping[str, str]) -> list[str]:
+    """One task per node of the job's allocation, each with the whole node's cores."""
+    if "SLURM_JOB_ID" not in env:
+        raise RuntimeError(f"nodes: {nodes} needs a SLURM allocation to start one launcher per "
+                           "node (run through the slurm workflow profile), or use nodes: 1")
+    allocated = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+    if allocated < nodes:
+        raise RuntimeError(f"nodes: {nodes}, but the SLURM job has {allocated} node(s): ask the "
+                           "profile for as many (resources: nodes)")
+    cores = env.get("SLURM_CPUS_ON_NODE")
+    # --overlap: the rule's own step (Snakemake's srun) already holds this node's cores
+    return ["srun", "--overlap", f"--nodes={nodes}", "--ntasks-per-node=1",
+            "--kill-on-bad-exit=1", *([f"--cpus-per-task={cores}"] if cores else [])]
 
 
 def run_training_rule(smk: Any, stage: Callable[..., Any], **arguments: Any) -> None:
     """What each training rule's script does: log to the rule's log on the job's share of the
     threads, then run ``stage(**arguments)`` here, or, when the job has more than one process
-    (`processes` or `gpu` resource), under torchrun, which re-runs the script once per worker."""
-    nproc = processes(smk.resources)
+    (`processes` or `gpu` resource per node, `nodes` nodes), under torchrun, which re-runs the
+    script once per worker."""
+    nproc, nodes = processes(smk.resources), int(smk.resources.get("nodes", 1) or 1)
     with rule_logging(smk.log[0], max(1, smk.threads // nproc)):
-        if not relaunch(sys.argv[0], nproc):
+        if not relaunch(sys.argv[0], nproc, nodes=nodes):
             stage(**arguments)
