@@ -108,11 +108,13 @@ def test_writing_the_same_frames_twice_gives_the_same_bytes(tmp_path, suffix):
 
 
 def test_reading_samples_uniformly_and_resizes_like_the_image_path(tmp_path):
-    x = frames(12, 20, 30, seed=2)
+    from vldistill.data.images import square_view
+
+    x = frames(12, 20, 30, seed=2)  # not square: each frame's central square, as for an image
     write_clip(x, tmp_path / "clip.mp4")
     clip = read_clip(tmp_path / "clip.mp4", 4, 8)
     assert clip.shape == (4, 8, 8, 3) and clip.dtype == np.uint8
-    expected = [np.asarray(Image.fromarray(x[i]).resize((8, 8), Image.Resampling.BILINEAR))
+    expected = [np.asarray(square_view(Image.fromarray(x[i]), 8))
                 for i in sample_frame_indices(12, 4)]
     np.testing.assert_array_equal(clip, np.stack(expected))
 
