@@ -91,3 +91,17 @@ def test_lowshot_subsets_are_nested_seeded_and_order_free():
     shuffled = table.sample(fraction=1.0, shuffle=True, seed=3)
     assert set(select_regime(shuffled, "lowshot-5", seed=1)["image_id"]) == small
     assert set(select_regime(table, "lowshot-5", seed=2)["image_id"]) != small
+
+
+def test_bank_batches_cover_the_asked_rows_in_order():
+    from vldistill.data.video import ClipBank
+
+    pixels = torch.arange(5 * 2 * 3 * 2 * 2, dtype=torch.int64).remainder(256).to(torch.uint8)
+    bank = ClipBank([f"c{i}" for i in range(5)], pixels.reshape(5, 2, 3, 2, 2))
+    whole = list(bank.batches(2))
+    assert [len(b) for b in whole] == [2, 2, 1]
+    assert torch.equal(torch.cat(whole), bank.at(torch.arange(5)))
+    part = list(bank.batches(2, rows=(1, 4)))
+    assert [len(b) for b in part] == [2, 1]
+    assert torch.equal(torch.cat(part), bank.at(torch.arange(1, 4)))
+    assert list(bank.batches(2, rows=(3, 3))) == []

@@ -84,9 +84,7 @@ GALLERY_BATCH = 256
 @torch.no_grad()
 def embed_gallery(model: FastDualEncoder, bank: PixelBank,
                   batch_size: int = GALLERY_BATCH) -> torch.Tensor:
-    rows = torch.arange(len(bank.pixels))
-    return torch.cat([model.encode_image(bank.at(rows[i:i + batch_size]))
-                      for i in range(0, len(rows), batch_size)])
+    return torch.cat([model.encode_image(pixels) for pixels in bank.batches(batch_size)])
 
 
 @torch.no_grad()
@@ -111,7 +109,5 @@ def middle_frame(data: RetrievalSet) -> RetrievalSet:
 @torch.no_grad()
 def gallery_levels(slow: Student, bank: PixelBank, batch_size: int = 256) -> list[torch.Tensor]:
     """The Slow model's pyramid of every gallery image (computed once, offline)."""
-    rows = torch.arange(len(bank.pixels))
-    parts = [slow.encode_image(bank.at(rows[i:i + batch_size])).levels
-             for i in range(0, len(rows), batch_size)]
+    parts = [slow.encode_image(pixels).levels for pixels in bank.batches(batch_size)]
     return [torch.cat(level) for level in zip(*parts, strict=True)]

@@ -58,10 +58,7 @@ def gallery_embeddings(model: FastDualEncoder, root: str | Path, split: str,
                                      rows=rows)
     else:
         bank = load_visual_bank(root, manifests, model.cfg.image_size, model.cfg.frames)
-        start, stop = rows if rows is not None else (0, len(bank))
-        picked = torch.arange(start, stop)
-        batches = (bank.at(picked[i:i + GALLERY_BATCH])
-                   for i in range(0, len(picked), GALLERY_BATCH))
+        batches = bank.batches(GALLERY_BATCH, rows)
     for pixels in batches:
         yield model.encode_image(pixels).numpy()
 
