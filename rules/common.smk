@@ -197,10 +197,15 @@ INDEX_SHARDS = RETRIEVAL["index"]["shards"] if RETRIEVAL else 1
 INDEX_PARTS = "indexes/{dataset}/seed-{seed}/{fast_model}.shards"
 
 
-def index_shard_files(wc):
-    """Every shard index of one Fast model's gallery, in shard order (gallery order)."""
-    return [f"{INDEX_PARTS}/{shard}-of-{INDEX_SHARDS}.faiss".format(**wc)
-            for shard in range(INDEX_SHARDS)]
+def index_inputs(wc):
+    """What one Fast model's gallery index is built from: the gallery and the model, or, when
+    sharded, every shard index in shard order (gallery order)."""
+    if INDEX_SHARDS == 1:
+        return {**caption_inputs(GALLERY_SPLIT),
+                "fast": "models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors".format(
+                    **wc)}
+    return {"shards": [f"{INDEX_PARTS}/{shard}-of-{INDEX_SHARDS}.faiss".format(**wc)
+                       for shard in range(INDEX_SHARDS)]}
 
 
 def student_start(init):

@@ -100,98 +100,76 @@ else:
             "../scripts/retrieval_fast.py"
 
 
-if INDEX_SHARDS == 1:
-
-    rule retrieval_index:
-        """Embed the gallery with a Fast image tower into a faiss index (retrieval.index.factory)."""
-        input:
-            unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
-            fast="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
-        output:
-            index="indexes/{dataset}/seed-{seed}/{fast_model}.faiss",
-            info="indexes/{dataset}/seed-{seed}/{fast_model}.json",
-        params:
-            index=lambda wc: RETRIEVAL["index"],
-            split=GALLERY_SPLIT,
-        log:
-            "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.log",
-        benchmark:
-            "benchmarks/runs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.tsv"
-        resources:
-            mem_mb=2000,
-            runtime=30,
-        script:
-            "../scripts/retrieval_index.py"
-
-else:
-
-    rule retrieval_index_template:
-        """The empty index every shard starts from, trained on the gallery's first vectors when
-        the factory needs training (IVF, PQ): one quantizer, so the shards merge."""
-        input:
-            unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
-            fast="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
-        output:
-            index=f"{INDEX_PARTS}/template.faiss",
-            info=f"{INDEX_PARTS}/template.json",
-        params:
-            factory=lambda wc: RETRIEVAL["index"]["factory"],
-            split=GALLERY_SPLIT,
-        log:
-            "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-template.log",
-        benchmark:
-            "benchmarks/runs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-template.tsv"
-        resources:
-            mem_mb=2000,
-            runtime=30,
-        script:
-            "../scripts/retrieval_index_template.py"
+rule retrieval_index:
+    """Embed the gallery with a Fast image tower into a faiss index (retrieval.index.factory),
+    or, with retrieval.index.shards > 1, merge the shard indexes in shard order: the same index
+    one job would build."""
+    input:
+        unpack(index_inputs),
+    output:
+        index="indexes/{dataset}/seed-{seed}/{fast_model}.faiss",
+        info="indexes/{dataset}/seed-{seed}/{fast_model}.json",
+    params:
+        index=lambda wc: RETRIEVAL["index"],
+        split=GALLERY_SPLIT,
+    log:
+        "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/retrieval_index.py"
 
 
-    rule retrieval_index_shard:
-        """One contiguous slice of the gallery, embedded and added to the template."""
-        input:
-            unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
-            fast="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
-            template=f"{INDEX_PARTS}/template.faiss",
-        output:
-            index=f"{INDEX_PARTS}/{{shard}}-of-{{shards}}.faiss",
-            info=f"{INDEX_PARTS}/{{shard}}-of-{{shards}}.json",
-        params:
-            split=GALLERY_SPLIT,
-        log:
-            "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-{shard}-of-{shards}.log",
-        benchmark:
-            "benchmarks/runs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-{shard}-of-{shards}.tsv"
-        wildcard_constraints:
-            shard=r"\d+",
-            shards=r"\d+",
-        resources:
-            mem_mb=2000,
-            runtime=30,
-        script:
-            "../scripts/retrieval_index_shard.py"
+# The parts of a sharded index (retrieval.index.shards > 1); no job asks for them otherwise.
+rule retrieval_index_template:
+    """The empty index every shard starts from, trained on the gallery's first vectors when the
+    factory needs training (IVF, PQ): one quantizer, so the shards merge."""
+    input:
+        unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
+        fast="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
+    output:
+        index=f"{INDEX_PARTS}/template.faiss",
+        info=f"{INDEX_PARTS}/template.json",
+    params:
+        factory=lambda wc: RETRIEVAL["index"]["factory"],
+        split=GALLERY_SPLIT,
+    log:
+        "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-template.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-template.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/retrieval_index_template.py"
 
 
-    rule retrieval_index:
-        """The shard indexes merged in shard order: the same index one job would build."""
-        input:
-            shards=index_shard_files,
-        output:
-            index="indexes/{dataset}/seed-{seed}/{fast_model}.faiss",
-            info="indexes/{dataset}/seed-{seed}/{fast_model}.json",
-        params:
-            index=lambda wc: RETRIEVAL["index"],
-            split=GALLERY_SPLIT,
-        log:
-            "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.log",
-        benchmark:
-            "benchmarks/runs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.tsv"
-        resources:
-            mem_mb=2000,
-            runtime=30,
-        script:
-            "../scripts/retrieval_index.py"
+rule retrieval_index_shard:
+    """One contiguous slice of the gallery, embedded and added to the template."""
+    input:
+        unpack(lambda wc: caption_inputs(GALLERY_SPLIT)),
+        fast="models/{dataset}/retrieval/seed-{seed}/{fast_model}.safetensors",
+        template=f"{INDEX_PARTS}/template.faiss",
+    output:
+        index=f"{INDEX_PARTS}/{{shard}}-of-{{shards}}.faiss",
+        info=f"{INDEX_PARTS}/{{shard}}-of-{{shards}}.json",
+    params:
+        split=GALLERY_SPLIT,
+    log:
+        "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-{shard}-of-{shards}.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-{shard}-of-{shards}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+        shards=r"\d+",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/retrieval_index_shard.py"
 
 
 rule retrieval_eval_fast:
