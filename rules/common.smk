@@ -46,6 +46,12 @@ wildcard_constraints:
     n=r"\d+",
 
 
+def pixel_files(splits):
+    """The splits' pixel files, written by the pixels rule: every student-side job reads its
+    images from them."""
+    return [f"data/{{dataset}}/pixels/{split}.npy" for split in splits]
+
+
 def teacher_name(modality):
     return config["teachers"][modality]["name"]
 
@@ -135,7 +141,8 @@ def student_path(variant, sseed="{sseed}"):
 
 
 def agnostic_inputs(wildcards):
-    inputs = {"pretrained": student_path("pretrained", wildcards.sseed)}
+    inputs = {"pretrained": student_path("pretrained", wildcards.sseed),
+              "pixels": pixel_files(["train"])}
     if wildcards.variant != "plain":
         inputs["vision"] = teacher_index("vision")
         inputs["text"] = teacher_index("text")
@@ -154,6 +161,7 @@ def finetune_inputs(wildcards):
             tables=["images", wildcards.task], splits=["train", "val", "test", "test_shifted"]
         ),
         "start": student_path(AGNOSTIC_START[wildcards.method], wildcards.sseed),
+        "pixels": pixel_files(["train", "val", "test", "test_shifted"]),
     }
     if wildcards.method != "baseline":
         inputs["vision"] = teacher_index("vision")
@@ -222,7 +230,7 @@ def start_input(part):
 
 def caption_inputs(split):
     return {"manifests": manifests(tables=["images", "captions"], splits=[split]),
-            "images": MEDIA_DIR}
+            "pixels": pixel_files([split])}
 
 
 VIDEO = config["student"]["frames"] > 1

@@ -85,6 +85,34 @@ if SOURCE == "synthetic":
             "../scripts/data_synthetic.py"
 
 
+rule pixels:
+    """Decode one split's images (clips) once, as the square view at the student's input size,
+    into one uint8 array that every training and evaluation job reads rows from
+    (src/vldistill/data/pixels.py)."""
+    input:
+        manifests(tables=["images"], splits=["{split}"]),
+        media=MEDIA_DIR,
+    output:
+        pixels="data/{dataset}/pixels/{split}.npy",
+        ids="data/{dataset}/pixels/{split}.json",
+    wildcard_constraints:
+        split="|".join(SPLITS),
+    params:
+        image_size=config["student"]["image_size"],
+        frames=config["student"]["frames"],
+    log:
+        "logs/{dataset}/pixels/{split}.log",
+    benchmark:
+        "benchmarks/runs/{dataset}/pixels/{split}.tsv"
+    resources:
+        mem_mb=2000,
+        # minutes: decoding runs at roughly 300-1,000 images/s per core; COCO's train split
+        # (113k images) takes a few minutes, a video split longer
+        runtime=120,
+    script:
+        "../scripts/pixels.py"
+
+
 rule text_corpus:
     """Collect the distinct texts the text teacher encodes (features.splits), keyed by id."""
     input:

@@ -30,7 +30,7 @@ rule retrieval_teacher_ridge:
         unpack(lambda wc: {
             "manifests": manifests(tables=["images", "captions"],
                                    splits=sorted({"train", "val", GALLERY_SPLIT})),
-            "images": MEDIA_DIR,
+            "pixels": pixel_files([GALLERY_SPLIT]),
             "vision": teacher_index("vision"),
             "text": teacher_index("text"),
         }),

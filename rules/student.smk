@@ -43,7 +43,7 @@ else:
         """Pre-train the cross-modal student: ITC, ITM on checked-false hard negatives, captioning."""
         input:
             manifests(tables=["images", "captions"], splits=["train", "val"]),
-            images=MEDIA_DIR,
+            pixels=pixel_files(["train", "val"]),
             # pretrained unimodal towers to start from (pretrain.init), if any
             **{f"init_{tower}": path for tower, path in config["pretrain"]["init"].items()
                if path},

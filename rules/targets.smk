@@ -3,12 +3,14 @@
 
 
 rule data_all:
-    """data/<dataset>/: manifests, images and the teachers' text corpus."""
+    """data/<dataset>/: manifests, images, their pixel files and the teachers' text corpus."""
     input:
         expand(manifests(), dataset=DATASET),
         f"data/{DATASET}/{MEDIA}",
         f"data/{DATASET}/summary.json",
         f"data/{DATASET}/texts.parquet",
+        # the pixel files of the splits the students read
+        expand(pixel_files(SPLITS), dataset=DATASET),
 
 
 rule features_all:

@@ -13,7 +13,7 @@ run_training_rule(
     smk,
     pretrain_student,
     **rule_settings(smk),
-    root=Path(smk.input.images).parent,
+    root=Path("data") / smk.wildcards.dataset,
     seed=int(smk.wildcards.sseed),
     out_path=smk.output.model,
     metrics_path=smk.output.metrics,

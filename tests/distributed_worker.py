@@ -28,10 +28,10 @@ def problem(fail_at: int | None = None):
     torch.manual_seed(123)
     model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
 
-    def loss_fn(m, rows, step):
-        if step == fail_at:
-            raise RuntimeError(f"killed at step {step}")
-        return {"loss": nn.functional.mse_loss(m(x[rows]).squeeze(-1), y[rows])}
+    def loss_fn(m, batch):
+        if batch.step == fail_at:
+            raise RuntimeError(f"killed at step {batch.step}")
+        return {"loss": nn.functional.mse_loss(m(x[batch.rows]).squeeze(-1), y[batch.rows])}
 
     return model, loss_fn
 

@@ -71,7 +71,8 @@ def test_training_in_bf16_follows_the_fp32_loss_curve(tmp_path):
         model, cfg = small_student()
         images, ids, mask = caption_batch(cfg)
 
-        def loss_fn(model, rows, step, images=images, ids=ids, mask=mask):
+        def loss_fn(model, batch, images=images, ids=ids, mask=mask):
+            rows = batch.rows
             return {"loss": model.caption_loss(images[rows], ids[rows], mask[rows])}
 
         histories[precision] = train(
@@ -88,12 +89,26 @@ def test_a_non_finite_loss_is_reported_with_its_step_before_any_checkpoint_keeps
     model = torch.nn.Linear(2, 1)
     x = torch.ones(8, 2)
 
-    def loss_fn(model, rows, step):
-        loss = model(x[rows]).pow(2).mean()
-        return {"loss": loss * float("nan") if step == 6 else loss}
+    def loss_fn(model, batch):
+        loss = model(x[batch.rows]).pow(2).mean()
+        return {"loss": loss * float("nan") if batch.step == 6 else loss}
 
     state = tmp_path / "state.pt"
     with pytest.raises(FloatingPointError, match="at step 6"):
         train(model, loss_fn, 8, TrainConfig(steps=10, batch_size=4, checkpoint_every=4,
                                               warmup_steps=1), state, progress=False)
     assert torch.load(state, weights_only=False)["step"] == 4  # the last finite checkpoint
+
+
+def test_compiled_parts_compute_the_same_loss_and_keep_their_parameter_names():
+    # dynamo's eager backend traces exactly what inductor would compile, without a C++ build
+    model, cfg = small_student()
+    images, ids, mask = caption_batch(cfg)
+    names = list(model.state_dict())
+    expected = model.caption_loss(images, ids, mask)
+    Compute(compile=True).compile_parts(model, backend="eager")
+    assert all(part._compiled_call_impl is not None for part in model.children())
+    assert list(model.state_dict()) == names  # checkpoints load into uncompiled models
+    torch.testing.assert_close(model.caption_loss(images, ids, mask), expected)
+    with pytest.raises(ValueError, match="compute.compile"):
+        Compute(compile="yes")

@@ -28,9 +28,9 @@ y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
 torch.manual_seed(123)
 model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.2), nn.Linear(16, 1))
 
-def loss_fn(m, rows, step):
+def loss_fn(m, batch):
     time.sleep(pause)  # a slow step, so the kill lands mid-run
-    return {"loss": nn.functional.mse_loss(m(x[rows]).squeeze(-1), y[rows])}
+    return {"loss": nn.functional.mse_loss(m(x[batch.rows]).squeeze(-1), y[batch.rows])}
 
 # 64 examples, batch 8: an epoch is 8 steps; checkpoints every 3 steps fall mid-epoch
 cfg = TrainConfig(steps=40, batch_size=8, lr=1e-2, warmup_steps=3, checkpoint_every=3)

@@ -42,12 +42,12 @@ def test_tiny_pipeline_produces_every_manifest_and_both_caches(tiny_run):
 def test_every_job_has_a_log_and_a_benchmark(tiny_run):
     logs = sorted(p.relative_to(tiny_run / "logs") for p in (tiny_run / "logs").rglob("*.log"))
     benchmarks = list((tiny_run / "benchmarks" / "runs").rglob("*.tsv"))
-    # data, text corpus, 2 modalities x (2 shards + index), pretrain, 2 task-agnostic students
-    # (plain, mad), 3 x 2 x 2 finetune, 3 x 2 text-only references,
+    # data, 4 splits' pixel files, text corpus, 2 modalities x (2 shards + index), pretrain,
+    # 2 task-agnostic students (plain, mad), 3 x 2 x 2 finetune, 3 x 2 text-only references,
     # finetune report; retrieval: slow, 2 fast, 2 indexes, 2 fast evals, slow eval, 2 re-ranks,
     # teacher ridge, retrieval report; effects; results table
-    assert len(logs) == 50, logs
-    assert len(benchmarks) == 50
+    assert len(logs) == 54, logs
+    assert len(benchmarks) == 54
     shard_log = (tiny_run / "logs/tiny/teacher/vision-efficientnet_lite0/shard-000-of-002.log")
     assert "done in" in shard_log.read_text()
 

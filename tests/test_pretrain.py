@@ -129,13 +129,14 @@ def test_pretraining_lowers_its_losses_and_reports_held_out_matching(tiny):
     model.decoder.set_output_vocabulary(vocabulary)
     history = train(
         model,
-        lambda m, rows, step: pretrain_loss(m, corpus, bank, rows),
+        lambda m, batch: pretrain_loss(m, corpus, batch.images(m.device), batch.rows),
         len(corpus),
         TrainConfig(steps=60, batch_size=8, lr=1e-2, warmup_steps=3, checkpoint_every=60),
         tiny / "state.pt",
         progress=False,
         validate=lambda m: matching_metrics(m, val_corpus, val_bank, check),
         validate_every=20,
+        images=(bank, corpus.image_rows),
     )
     first, last = history[:4], history[-4:]
     assert sum(h["caption"] for h in last) < 0.8 * sum(h["caption"] for h in first)

@@ -80,17 +80,39 @@ def test_an_index_fed_in_batches_holds_the_same_vectors(tmp_path, factory, train
         assert (tmp_path / "a.faiss").read_bytes() == (tmp_path / "b.faiss").read_bytes()
 
 
-def test_gallery_batches_decode_like_the_image_bank(tmp_path):
+def test_a_pixel_file_reads_the_rows_the_in_memory_bank_holds(tmp_path):
+    import numpy as np
     import torch
 
-    from vldistill.data.images import iter_image_batches, load_image_bank
+    from vldistill.data.images import load_image_bank
     from vldistill.data.manifest import manifest_path
+    from vldistill.data.pixels import open_visual_bank, pixel_path, write_pixel_file
     from vldistill.synthetic.images import SyntheticConfig, generate
 
-    generate(SyntheticConfig(counts={"train": 1, "val": 1, "test": 7, "test_shifted": 1}),
+    generate(SyntheticConfig(counts={"train": 3, "val": 1, "test": 7, "test_shifted": 1}),
              tmp_path, seed=0, progress=False)
-    manifests = [manifest_path(tmp_path, "test", "images")]
-    bank = load_image_bank(tmp_path, manifests, 48, progress=False)
-    streamed = torch.cat(list(iter_image_batches(tmp_path, manifests, 48, 3, progress=False)))
-    assert torch.equal(streamed, bank.at(torch.arange(len(bank))))
+    in_memory = load_image_bank(tmp_path, [manifest_path(tmp_path, s, "images")
+                                           for s in ("train", "test")], 48, progress=False)
+    for split in ("train", "test"):
+        write_pixel_file(tmp_path, split, 48, progress=False)
+    # the file is a plain .npy array, for anyone to open
+    assert np.load(pixel_path(tmp_path, "test"), mmap_mode="r").shape == (7, 3, 48, 48)
+    bank = open_visual_bank(tmp_path, ["train", "test"], 48)
+    assert bank.ids == in_memory.ids and bank.pixels.shape == in_memory.pixels.shape
+    rows = torch.tensor([9, 0, 3, 3, 2])  # across both files, repeated, out of order
+    assert torch.equal(bank.at(rows), in_memory.at(rows))
+    streamed = torch.cat(list(bank.batches(3, rows=(2, 10))))
+    assert torch.equal(streamed, in_memory.at(torch.arange(2, 10)))
     assert streamed.is_contiguous()
+    # a loader worker gets the bank by pickling (spawn) or forking: either reads the same rows
+    import pickle
+
+    assert torch.equal(pickle.loads(pickle.dumps(bank)).at(rows), in_memory.at(rows))
+    with pytest.raises(ValueError, match="student.image_size"):
+        open_visual_bank(tmp_path, ["test"], 64)
+    with pytest.raises(IndexError):
+        bank.at(torch.tensor([10]))
+    path = pixel_path(tmp_path, "test")
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        open_visual_bank(tmp_path, ["test"], 48)

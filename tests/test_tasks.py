@@ -274,11 +274,14 @@ def test_a_few_ve_training_steps_lower_the_loss(root, bank, tokenizer, vocab, tm
     model = make_model(vocab)
     history = train(
         model,
-        lambda m, rows, step: {"loss": task_loss(task_logits(m, data, rows, bank), data, rows)},
+        lambda m, batch: {"loss": task_loss(task_logits(m, data, batch.rows,
+                                                        batch.images(m.device)),
+                                            data, batch.rows)},
         len(data),
         TrainConfig(steps=30, batch_size=12, lr=3e-3, warmup_steps=2, checkpoint_every=30),
         tmp_path / "state.pt",
         progress=False,
+        images=(bank, data.image_rows),
     )
     first, last = history[:3], history[-3:]
     assert sum(h["loss"] for h in last) < 0.8 * sum(h["loss"] for h in first)

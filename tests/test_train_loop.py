@@ -32,9 +32,9 @@ def make_problem():
     x = torch.randn(64, 4, generator=g)
     y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(64, generator=g)
 
-    def loss_fn(model, rows, step):
-        pred = model.net(x[rows]).squeeze(-1)
-        return {"loss": nn.functional.mse_loss(pred, y[rows])}
+    def loss_fn(model, batch):
+        pred = model.net(x[batch.rows]).squeeze(-1)
+        return {"loss": nn.functional.mse_loss(pred, y[batch.rows])}
 
     return loss_fn
 
@@ -61,10 +61,10 @@ def test_a_killed_run_resumes_to_bit_identical_weights(tmp_path):
 
     loss_fn = make_problem()
 
-    def dies_at_step_10(model, rows, step):
-        if step == 10:
+    def dies_at_step_10(model, batch):
+        if batch.step == 10:
             raise KeyboardInterrupt  # as if killed after the checkpoint at step 8
-        return loss_fn(model, rows, step)
+        return loss_fn(model, batch)
 
     with pytest.raises(KeyboardInterrupt):
         train(fresh_model(), dies_at_step_10, 64, CFG, tmp_path / "state.pt", progress=False)
@@ -84,12 +84,12 @@ def test_state_the_loss_carries_across_steps_is_restored_on_resume(tmp_path):
         schedule = AdaptiveLambda(method_config("mad", ema=0.9, af_every=3), teacher_loss=0.5)
         inner = make_problem()
 
-        def loss_fn(model, rows, step):
-            if step == die_at:
+        def loss_fn(model, batch):
+            if batch.step == die_at:
                 raise KeyboardInterrupt
-            out = inner(model, rows, step)
-            if schedule.due(step):
-                schedule.update(out["loss"].item(), step)
+            out = inner(model, batch)
+            if schedule.due(batch.step):
+                schedule.update(out["loss"].item(), batch.step)
             return {"loss": schedule.value * out["loss"]}
 
         model = fresh_model()
@@ -116,3 +116,63 @@ def test_resuming_with_another_config_is_refused(tmp_path):
 def test_unknown_training_key_is_named():
     with pytest.raises(ValueError, match="learning_rate"):
         TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def image_problem():
+    """A regression on 16 tiny uint8 images, 48 examples (3 per image) that read them through
+    the loader: what a training stage's loss sees of a bank."""
+    from vldistill.data.images import ImageBank
+
+    g = torch.Generator().manual_seed(1)
+    pixels = torch.randint(0, 256, (16, 3, 2, 2), generator=g, dtype=torch.uint8)
+    bank = ImageBank([f"i{k}" for k in range(16)], pixels)
+    image_rows = torch.arange(48) % 16
+    target = torch.randn(48, generator=g)
+
+    def loss_fn(model, batch):
+        # the batch holds exactly its rows' images, as the bank would give them
+        assert torch.equal(batch.pixels, pixels[image_rows[batch.rows]])
+        pred = model.net(batch.images(torch.device("cpu")).flatten(1)[:, :4]).squeeze(-1)
+        return {"loss": nn.functional.mse_loss(pred, target[batch.rows])}
+
+    return loss_fn, (bank, image_rows)
+
+
+def test_loader_workers_change_nothing_and_a_killed_run_resumes_bit_identically(tmp_path):
+    from vldistill.train.compute import Compute
+
+    loss_fn, images = image_problem()
+    reference = fresh_model()
+    train(reference, loss_fn, 48, CFG, tmp_path / "reference.pt", progress=False,
+          images=images)
+
+    def dies_at_step_10(model, batch):
+        if batch.step == 10:
+            raise KeyboardInterrupt
+        return loss_fn(model, batch)
+
+    workers = Compute(workers=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh_model(), dies_at_step_10, 48, CFG, tmp_path / "state.pt", progress=False,
+              images=images, compute=workers)
+    resumed = fresh_model()
+    history = train(resumed, loss_fn, 48, CFG, tmp_path / "state.pt", progress=False,
+                    images=images, compute=workers)
+    assert [h["step"] for h in history] == list(range(30))
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_batch_pins_its_pixels_for_the_copy_to_a_gpu():
+    from vldistill.train.loop import Batch, StepBatches, step_loader
+
+    batches = StepBatches(48, CFG, image_problem()[1])
+    batch = batches[7]
+    assert batch.step == 7 and len(batch.rows) == CFG.batch_size
+    assert torch.equal(batch.rows, batch_indices(48, CFG.batch_size, 7, CFG.seed))
+    with pytest.raises(ValueError, match="no images"):
+        Batch(0, batch.rows).images(torch.device("cpu"))
+    # a CUDA model gets a pinning loader; without a GPU here only its settings can be checked
+    assert step_loader(batches, 3, 2, torch.device("cuda")).pin_memory
+    assert not step_loader(batches, 3, 0, torch.device("cpu")).pin_memory
+    assert list(step_loader(batches, 27, 0, torch.device("cpu")).sampler) == [27, 28, 29]

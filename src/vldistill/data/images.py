@@ -1,13 +1,12 @@
-"""All images of a dataset split decoded once into one uint8 tensor, looked up by image id.
+"""A dataset split's images as uint8 pixels at the student's input size, looked up by image id.
 
-Small training images (the synthetic default: 64 px) are far cheaper to keep in memory than to
-decode every epoch; 3,300 images at 64 px take 40 MB. Real datasets are resized on load to the
-student's input size, so the bank's size is set by that, not by the source files.
+The pipeline's banks read their rows from the split's pixel file (data/pixels.py), written once
+by the ``pixels`` rule; ``load_image_bank`` decodes a split into memory instead, for use outside
+the pipeline. Either way a batch is normalised only after it reaches its device.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -136,22 +135,3 @@ def load_image_bank(root: str | Path, image_manifests: Sequence[str | Path], ima
         array = decode_resized(root, rel_path, image_id, image_size)
         pixels[i] = torch.from_numpy(array.copy()).permute(2, 0, 1)
     return ImageBank(table["image_id"].to_list(), pixels)
-
-
-def iter_image_batches(root: str | Path, image_manifests: Sequence[str | Path], image_size: int,
-                       batch_size: int, progress: bool = True,
-                       rows: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
-    """The images of ``load_image_bank``, in its order, as normalised float batches decoded one
-    batch at a time: memory holds one batch, however many images there are. ``rows``: only
-    the bank rows [start, stop) (one shard of a gallery)."""
-    table = image_table(image_manifests)
-    if rows is not None:
-        table = table[rows[0]:rows[1]]
-    with tqdm(total=len(table), unit="img", desc="images", file=sys.stderr, mininterval=10.0,
-              disable=not progress) as bar:
-        for start in range(0, len(table), batch_size):
-            part = table[start:start + batch_size]
-            arrays = [decode_resized(root, rel_path, image_id, image_size) for image_id, rel_path
-                      in zip(part["image_id"], part["image_path"], strict=True)]
-            yield normalise(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous())
-            bar.update(len(part))

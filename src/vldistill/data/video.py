@@ -159,6 +159,16 @@ class ClipBank(PixelBank):
     item = "clip"
 
 
+def read_clip_checked(root: str | Path, rel_path: str, clip_id: str, n_frames: int,
+                      size: int) -> np.ndarray:
+    """``read_clip`` of a manifest's clip; a failure names the clip and says what to re-run."""
+    try:
+        return read_clip(Path(root) / rel_path, n_frames, size)
+    except BadExampleError as exc:
+        raise BadExampleError(f"{exc} (image_id {clip_id}); the data rule checked it, so "
+                              "it changed since: re-run the data rule") from exc
+
+
 def load_clip_bank(root: str | Path, image_manifests: Sequence[str | Path], n_frames: int,
                    size: int, progress: bool = True) -> ClipBank:
     """Decode every clip listed in the given ``images`` manifests (manifest order): ``n_frames``
@@ -168,11 +178,7 @@ def load_clip_bank(root: str | Path, image_manifests: Sequence[str | Path], n_fr
     rows = zip(table["image_id"], table["image_path"], strict=True)
     for i, (clip_id, rel_path) in enumerate(tqdm(rows, total=len(table), unit="clip",
                                                  desc="clips", disable=not progress)):
-        try:
-            array = read_clip(Path(root) / rel_path, n_frames, size)
-        except BadExampleError as exc:
-            raise BadExampleError(f"{exc} (image_id {clip_id}); the data rule checked it, so "
-                                  "it changed since: re-run the data rule") from exc
+        array = read_clip_checked(root, rel_path, clip_id, n_frames, size)
         pixels[i] = torch.from_numpy(array).permute(0, 3, 1, 2)
     return ClipBank(table["image_id"].to_list(), pixels)
 

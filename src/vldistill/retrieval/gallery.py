@@ -13,7 +13,8 @@ import torch
 
 from vldistill.data.images import PixelBank
 from vldistill.data.manifest import manifest_path, read_manifest
-from vldistill.data.video import ClipBank, load_visual_bank
+from vldistill.data.pixels import open_visual_bank
+from vldistill.data.video import ClipBank
 from vldistill.models.config import StudentConfig
 from vldistill.models.fast import FastDualEncoder
 from vldistill.models.student import Student
@@ -60,8 +61,7 @@ def retrieval_set(root: str | Path, split: str, captions_per_image: int, cfg: St
     fixed random ``max_queries`` of them (Slow scores every gallery image per query, so a large
     gallery needs a query subset to stay affordable). A generic caption ("three shapes on a
     light grey background") fits hundreds of images, so no model could find its image."""
-    bank = load_visual_bank(root, [manifest_path(root, split, "images")], cfg.image_size,
-                            cfg.frames, progress=False)
+    bank = open_visual_bank(root, [split], cfg.image_size, cfg.frames)
     context_length = cfg.context_length
     captions = read_manifest(manifest_path(root, split, "captions"), "captions")
     images = read_manifest(manifest_path(root, split, "images"), "images")
@@ -98,7 +98,7 @@ def embed_queries(model: FastDualEncoder, ids: torch.Tensor, mask: torch.Tensor,
 def middle_frame(data: RetrievalSet) -> RetrievalSet:
     """The same queries over still clips: each gallery clip's middle frame repeated over all
     its frame positions, what the towers see of a scene where nothing happens."""
-    pixels = data.bank.pixels
+    pixels = data.bank.pixels[torch.arange(len(data.bank))]  # in memory: a small gallery
     if pixels.dim() != 5:
         raise ValueError("a single-frame evaluation needs a video gallery")
     t = pixels.shape[1]

@@ -23,8 +23,9 @@ from typing import Any
 import polars as pl
 import torch
 
-from vldistill.data.images import ImageBank, load_image_bank
+from vldistill.data.images import ImageBank
 from vldistill.data.manifest import manifest_path, read_manifest, text_id
+from vldistill.data.pixels import open_visual_bank
 from vldistill.data.regimes import select_regime
 from vldistill.distill.mad import AdaptiveLambda, distillation_loss, method_config
 from vldistill.distill.probe import cross_fitted_p_gold
@@ -45,7 +46,7 @@ from vldistill.train.checkpoints import clear_states, load_backbone, state_path
 from vldistill.train.compute import Compute
 from vldistill.train.distill_step import TeacherFeatures, student_states
 from vldistill.train.distributed import is_main
-from vldistill.train.loop import TrainConfig, train
+from vldistill.train.loop import Batch, TrainConfig, train
 from vldistill.train.tasks import (
     ITEM_SCHEMA,
     TaskData,
@@ -115,8 +116,7 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
     source, cfg, _ = load_checkpoint(start)
     tokenizer = Tokenizer(cfg.context_length)
     splits = ("train", "val", *EVAL_SPLITS)
-    bank = load_image_bank(root, [manifest_path(root, s, "images") for s in splits],
-                           cfg.image_size)
+    bank = open_visual_bank(root, splits, cfg.image_size)
     frames = {s: read_manifest(manifest_path(root, s, task), task) for s in splits}
     train_frame = select_regime(frames["train"], regime, seed)
     vocab = None
@@ -150,7 +150,7 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
                                   "start": str(start), "training": training, "mad": distill,
                                   "seed": seed})
     history = train(model, loss_fn, len(data), train_cfg, state, extra_state=schedule,
-                    compute=where)
+                    compute=where, images=(bank, data.image_rows))
     if not is_main():  # under torchrun rank 0 writes the outputs and evaluates
         return {}
     # the data seed again: an imported student (pretrain.reuse) was trained on another dataset
@@ -227,8 +227,9 @@ def _loss_fn(model: Student, data: TaskData, val_data: TaskData | None, bank, ma
     """The step's loss: the task loss, plus lambda(t) * MAD's distillation for teacher methods;
     with AF, lambda is updated from the student's held-out gold-label CE every af_every steps."""
     if mad_cfg is None:
-        def task_only(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-            return {"loss": task_loss(task_logits(m, data, rows, images=bank), data, rows)}
+        def task_only(m: Student, batch: Batch) -> dict[str, torch.Tensor]:
+            logits = task_logits(m, data, batch.rows, images=batch.images(m.device))
+            return {"loss": task_loss(logits, data, batch.rows)}
         return task_only, None, None
 
     p_gold, probe_loss = teacher_confidence(teachers, data, frame, seed)
@@ -243,12 +244,13 @@ def _loss_fn(model: Student, data: TaskData, val_data: TaskData | None, bank, ma
             "af_val_examples": len(af_rows)}
     log.info("teacher probe on the regime's training split: %s", info)
 
-    def with_distillation(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        if schedule.due(step):
+    def with_distillation(m: Student, batch: Batch) -> dict[str, torch.Tensor]:
+        rows = batch.rows
+        if schedule.due(batch.step):
             held_out, _ = gold_cross_entropy(m, val_data, bank, af_rows)
-            schedule.update(held_out, step)
+            schedule.update(held_out, batch.step)
         device = m.device
-        vision = m.encode_image(bank.at(data.image_rows[rows], device))
+        vision = m.encode_image(batch.images(device))
         task = task_loss(task_logits(m, data, rows, vision=vision), data, rows)
         ids, mask = trim_padding(primary_ids[rows], primary_mask[rows], device)
         text = m.encode_text(ids, mask)

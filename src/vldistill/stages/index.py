@@ -17,9 +17,9 @@ import faiss
 import numpy as np
 import torch
 
-from vldistill.data.images import image_table, iter_image_batches
+from vldistill.data.images import image_table
 from vldistill.data.manifest import manifest_path
-from vldistill.data.video import load_visual_bank
+from vldistill.data.pixels import open_visual_bank
 from vldistill.models.factory import load_fast
 from vldistill.models.fast import FastDualEncoder
 from vldistill.retrieval.gallery import GALLERY_BATCH
@@ -50,15 +50,10 @@ def shard_rows(n: int, shard: int, shards: int) -> tuple[int, int]:
 def gallery_embeddings(model: FastDualEncoder, root: str | Path, split: str,
                        rows: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
     """The Fast image embeddings of the split's gallery (or of its ``rows`` [start, stop)), one
-    batch at a time: still images are decoded batch by batch; clips are decoded into a bank
-    first (N x T frames; not streamed like images yet)."""
-    manifests = [manifest_path(root, split, "images")]
-    if model.cfg.frames == 1:
-        batches = iter_image_batches(root, manifests, model.cfg.image_size, GALLERY_BATCH,
-                                     rows=rows)
-    else:
-        bank = load_visual_bank(root, manifests, model.cfg.image_size, model.cfg.frames)
-        batches = bank.batches(GALLERY_BATCH, rows)
+    batch at a time, read from the split's pixel file: memory holds one batch, whatever the
+    gallery's size."""
+    bank = open_visual_bank(root, [split], model.cfg.image_size, model.cfg.frames)
+    batches = bank.batches(GALLERY_BATCH, rows)
     for pixels in batches:
         yield model.encode_image(pixels).numpy()
 

@@ -72,7 +72,7 @@ from vldistill.train.checkpoints import (
 )
 from vldistill.train.compute import Compute
 from vldistill.train.distributed import is_main
-from vldistill.train.loop import TrainConfig, train
+from vldistill.train.loop import Batch, TrainConfig, train
 from vldistill.train.pretrain import (
     CaptionCorpus,
     caption_batch,
@@ -113,15 +113,15 @@ def train_slow(*, root: str | Path, init: str, start: str | Path | None, student
     model.to(where.torch_device())
     model.decoder.set_output_vocabulary(caption_vocabulary(corpus))
 
-    def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        ids, mask = caption_batch(corpus, rows, device=m.device)
-        images = bank.at(corpus.image_rows[rows], m.device)
-        return {"loss": m.caption_loss(images, ids, mask, directions)}
+    def loss_fn(m: Student, batch: Batch) -> dict[str, torch.Tensor]:
+        ids, mask = caption_batch(corpus, batch.rows, device=m.device)
+        return {"loss": m.caption_loss(batch.images(m.device), ids, mask, directions)}
 
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
     state = state_path(out_path, {"init": init, "start": str(start), "progressive": progressive,
                                   "directions": directions, "training": training, "seed": seed})
-    history = train(model, loss_fn, len(corpus), train_cfg, state, compute=where)
+    history = train(model, loss_fn, len(corpus), train_cfg, state, compute=where,
+                    images=(bank, corpus.image_rows))
     # load_slow reads the directions h_slow sums back from the checkpoint's metadata
     seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)
     return finish_student(model, history, out_path, metrics_path,
@@ -157,9 +157,10 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
         for p in slow.parameters():
             p.requires_grad_(False)
 
-    def loss_fn(m: FastDualEncoder, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        rows = _one_caption_per_image(corpus, rows)
-        images = bank.at(corpus.image_rows[rows], m.device)
+    def loss_fn(m: FastDualEncoder, batch: Batch) -> dict[str, torch.Tensor]:
+        keep = _one_caption_per_image(corpus, batch.rows)
+        rows = batch.rows[keep]
+        images = Batch(batch.step, rows, batch.pixels[keep]).images(m.device)
         ids, mask = caption_batch(corpus, rows, device=m.device)
         image_embeddings = m.encode_image(images)
         similarity = image_embeddings @ m.encode_text(ids, mask).T
@@ -179,7 +180,8 @@ def train_fast(*, root: str | Path, init: str, start: str | Path | None, student
                                   "temperature": temperature, "distill": distill,
                                   "hard_negatives": hard_negatives,
                                   "slow": str(slow_path), "training": training, "seed": seed})
-    history = train(model, loss_fn, len(corpus), train_cfg, state, compute=where)
+    history = train(model, loss_fn, len(corpus), train_cfg, state, compute=where,
+                    images=(bank, corpus.image_rows))
     if not is_main():  # under torchrun rank 0 writes the outputs
         return {}
     seeds = add_seed(upstream_seeds(root, init, start), "retrieval", seed)
@@ -258,15 +260,16 @@ def evaluation_seeds(root: str | Path, model_seeds: dict[str, int], max_queries:
 
 
 def _one_caption_per_image(corpus: CaptionCorpus, rows: torch.Tensor) -> torch.Tensor:
-    """Drop rows whose image already appears earlier in the batch: two captions of one image
-    would be each other's false negatives in the in-batch softmax."""
+    """Positions in ``rows`` to keep: a row whose image already appears earlier in the batch is
+    dropped, since two captions of one image would be each other's false negatives in the
+    in-batch softmax."""
     seen: set[int] = set()
     keep = []
     for i, image in enumerate(corpus.image_rows[rows].tolist()):
         if image not in seen:
             seen.add(image)
             keep.append(i)
-    return rows[keep]
+    return torch.tensor(keep, dtype=torch.long)
 
 
 def timed(fn, *args, **kwargs) -> tuple[Any, float]:

@@ -24,7 +24,7 @@ from vldistill.seeds import add_seed, checkpoint_provenance, checkpoint_seeds, d
 from vldistill.train.checkpoints import finish_student, load_backbone, state_path
 from vldistill.train.compute import Compute
 from vldistill.train.distill_step import TeacherFeatures, student_states
-from vldistill.train.loop import TrainConfig, train
+from vldistill.train.loop import Batch, TrainConfig, train
 from vldistill.train.pretrain import (
     PretrainObjective,
     caption_batch,
@@ -90,8 +90,9 @@ def pretrain_student(*, root: str | Path, student: dict, training: dict, objecti
                                   "objective": objective, "seed": seed, "init": provenance})
     history = train(
         model,
-        lambda m, rows, step: pretrain_loss(m, corpus, bank, rows, goal),
+        lambda m, batch: pretrain_loss(m, corpus, batch.images(m.device), batch.rows, goal),
         len(corpus), train_cfg, state, validate=validate, validate_every=every, compute=where,
+        images=(bank, corpus.image_rows),
     )
     seeds = add_seed(dataset_seeds(root), "pretrain", seed)
     return finish_student(model, history, out_path, metrics_path,
@@ -130,12 +131,13 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
     goal = PretrainObjective.from_dict(objective)
     train_cfg = TrainConfig.from_dict({**training, "seed": seed})
 
-    def loss_fn(m: Student, rows: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        vision, text = encode_captions(m, corpus, bank, rows)
+    def loss_fn(m: Student, batch: Batch) -> dict[str, torch.Tensor]:
+        rows = batch.rows
+        vision, text = encode_captions(m, corpus, batch.images(m.device), rows)
         mask = caption_batch(corpus, rows, device=m.device)[1]
         # the fusion over each caption and its own image: ITM's positives and the fused target
         fused = m.fuse(vision, text, mask)
-        out = pretrain_loss(m, corpus, bank, rows, goal, encoded=(vision, text), fused=fused)
+        out = pretrain_loss(m, corpus, None, rows, goal, encoded=(vision, text), fused=fused)
         if mad_cfg is None:
             return out
         if mad_cfg.fused == "none":
@@ -152,7 +154,8 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
     state = state_path(out_path, {"pretrained": str(pretrained), "variant": variant,
                                   "training": training, "distill": distill,
                                   "objective": objective, "seed": seed})
-    history = train(model, loss_fn, len(corpus), train_cfg, state, compute=where)
+    history = train(model, loss_fn, len(corpus), train_cfg, state, compute=where,
+                    images=(bank, corpus.image_rows))
     seeds = add_seed(checkpoint_seeds(pretrained), "task_agnostic", seed)
     return finish_student(model, history, out_path, metrics_path,
                           {"stage": "task_agnostic", "dataset": Path(root).name,

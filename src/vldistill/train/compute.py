@@ -5,6 +5,8 @@ torchrun each rank takes ``cuda:LOCAL_RANK``. ``precision``: ``fp32``, or ``bf16
 (weights and optimiser state stay fp32: autocast runs the matmuls and attention in bf16 and
 keeps reductions and losses in fp32, so no loss scaling is needed). On CUDA, fp32 matmuls may
 use TF32 (``torch.backends.cuda.matmul.allow_tf32``), as open_clip's training does.
+``workers``: DataLoader processes that build training batches ahead (train/loop.py).
+``compile``: torch.compile the trained model's parts.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 class Compute:
     device: str = "auto"
     precision: str = "fp32"
+    workers: int = 0  # DataLoader processes reading training batches ahead (0: in the job's own)
+    compile: bool = False  # torch.compile each of the model's parts (towers, fusion, decoder)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -34,6 +38,10 @@ class Compute:
         if self.precision not in PRECISIONS:
             raise ValueError(f"compute.precision: got {self.precision!r}; expected one of "
                              f"{PRECISIONS}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compute.compile: got {self.compile!r}; expected true or false")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"compute.workers: got {self.workers!r}; expected an integer >= 0")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Compute:
@@ -59,3 +67,15 @@ class Compute:
                 yield
         else:
             yield
+
+    def compile_parts(self, model: torch.nn.Module, backend: str = "inductor") -> None:
+        """With ``compile`` on, compile the forward of each of the model's direct parts in
+        place (``nn.Module.compile``: parameter names and checkpoints stay as they are). The
+        losses call the parts (towers, fusion, decoder, heads) rather than the model's own
+        forward, so the parts are what is compiled; captions trimmed to each batch's longest
+        vary in length, which dynamo handles by marking that dimension dynamic after it first
+        changes."""
+        if not self.compile:
+            return
+        for part in model.children():
+            part.compile(backend=backend)

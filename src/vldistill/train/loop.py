@@ -29,13 +29,37 @@ from torch import nn
 from tqdm import tqdm
 
 from vldistill.config import read_section
+from vldistill.data.images import PixelBank, normalise
 from vldistill.io import atomic_output
 from vldistill.train import distributed
 from vldistill.train.compute import Compute
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]
+
+
+@dataclass
+class Batch:
+    """What one step trains on, as the loader's workers prepared it."""
+
+    step: int
+    rows: torch.Tensor  # example rows of the step (this rank's slice under torchrun)
+    pixels: torch.Tensor | None = None  # uint8 pixels of the rows' images (pinned for CUDA)
+
+    def images(self, device: torch.device) -> torch.Tensor:
+        """The batch's images as the student's normalised floats on ``device``; the uint8
+        pixels cross to the device (a quarter of the bytes of floats) and are scaled there."""
+        if self.pixels is None:
+            raise ValueError("this training loop was given no images (train(images=...))")
+        return normalise(self.pixels.to(device, non_blocking=True))
+
+    def pin_memory(self) -> Batch:
+        """Called by the DataLoader's pinning thread (``pin_memory=True``) for CUDA runs."""
+        pixels = self.pixels.pin_memory() if self.pixels is not None else None
+        return Batch(self.step, self.rows, pixels)
+
+
+LossFn = Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,38 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
     return rows
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Item s is step s's Batch: its rows (``batch_indices``, this rank's slice) and, given a
+    bank, their images' pixels. A pure function of the step, so any worker can make any step
+    and a resumed run's loader starts at its step with the same batches."""
+
+    def __init__(self, n_examples: int, cfg: TrainConfig,
+                 images: tuple[PixelBank, torch.Tensor] | None = None) -> None:
+        self.n_examples, self.cfg, self.images = n_examples, cfg, images
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> Batch:
+        rows = batch_indices(self.n_examples, self.cfg.batch_size, step, self.cfg.seed)
+        if distributed.world()[1] > 1:
+            rows = distributed.local_rows(rows)
+        if self.images is None:
+            return Batch(step, rows)
+        bank, image_rows = self.images
+        return Batch(step, rows, bank.pixels[image_rows[rows]])
+
+
+def step_loader(batches: StepBatches, start: int, workers: int, device: torch.device
+                ) -> torch.utils.data.DataLoader:
+    """Steps ``start``.. of ``batches`` in order; ``workers`` processes read ahead (4 steps
+    each) while the model trains, copied into pinned memory when the model is on a GPU (so the
+    host-to-device copy of ``Batch.images`` overlaps the computation)."""
+    return torch.utils.data.DataLoader(
+        batches, batch_size=None, sampler=range(start, batches.cfg.steps), num_workers=workers,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None)
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if step < cfg.warmup_steps:
@@ -86,11 +142,14 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
           state_path: str | Path, progress: bool = True,
           extra_state: Stateful | None = None,
           validate: Callable[[nn.Module], dict[str, float]] | None = None,
-          validate_every: int = 0, compute: Compute | None = None) -> list[dict[str, float]]:
+          validate_every: int = 0, compute: Compute | None = None,
+          images: tuple[PixelBank, torch.Tensor] | None = None) -> list[dict[str, float]]:
     """Run ``cfg.steps`` optimiser steps, resuming from ``state_path`` if it exists.
 
-    ``loss_fn(model, rows, step)`` returns a dict with "loss" (to minimise) and any other scalars
-    to log. Returns the per-step history of those scalars (restored history included).
+    ``loss_fn(model, batch)`` returns a dict with "loss" (to minimise) and any other scalars
+    to log; ``batch`` is the step's ``Batch``. ``images``: a bank and each example's row in it;
+    the loader's workers (``compute.workers``) then read every step's images from it ahead of
+    the step. Returns the per-step history of those scalars (restored history included).
     ``extra_state`` is anything else the loss carries across steps (e.g. AF's smoothed task
     loss); it is checkpointed and restored with the model so a resumed run stays identical.
     ``validate(model)`` (eval mode, no grad) runs every ``validate_every`` steps and after the
@@ -102,6 +161,7 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
     """
     compute = compute or Compute()
     device = next(model.parameters()).device
+    compute.compile_parts(model)
     state_path = Path(state_path)
     rank, world_size = distributed.world()
     if world_size > 1:
@@ -151,14 +211,12 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, unit="step",
                file=sys.stderr, mininterval=10.0, disable=not progress or rank > 0)
-    for step in bar:
+    loader = step_loader(StepBatches(n_examples, cfg, images), start, compute.workers, device)
+    for step, batch in zip(bar, loader, strict=True):
         # one stream per (step, rank): dropout and negatives differ across ranks' slices
         torch.manual_seed((cfg.seed * 1_000_003 + step) * world_size + rank)
-        rows = batch_indices(n_examples, cfg.batch_size, step, cfg.seed)
-        if world_size > 1:
-            rows = distributed.local_rows(rows)
         with compute.autocast(device):
-            out = loss_fn(model, rows, step)
+            out = loss_fn(model, batch)
         loss = out["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

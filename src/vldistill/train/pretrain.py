@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from vldistill.config import read_section
 from vldistill.data.images import ImageBank, PixelBank
 from vldistill.data.manifest import manifest_path, read_manifest
+from vldistill.data.pixels import open_visual_bank
 from vldistill.data.truth import CaptionTruth
-from vldistill.data.video import load_visual_bank
 from vldistill.models.config import StudentConfig
 from vldistill.models.fusion import FusedOutput
 from vldistill.models.heads import itm_score
@@ -96,10 +96,11 @@ def caption_vocabulary(corpus: CaptionCorpus) -> list[int]:
     return ids.unique().tolist()
 
 
-def encode_captions(model: Student, corpus: CaptionCorpus, bank: ImageBank,
+def encode_captions(model: Student, corpus: CaptionCorpus, images: torch.Tensor,
                     rows: torch.Tensor) -> tuple[VisionOutput, TextOutput]:
-    """The student's image and caption encodings of a batch, shared by every loss on it."""
-    vision = model.encode_image(bank.at(corpus.image_rows[rows], model.device))
+    """The student's encodings of a batch's images (normalised, on the model's device: what
+    ``Batch.images`` gives) and captions, shared by every loss on it."""
+    vision = model.encode_image(images)
     return vision, model.encode_text(*caption_batch(corpus, rows, device=model.device))
 
 
@@ -135,14 +136,15 @@ def sample_false(similarity: torch.Tensor, positives: torch.Tensor
     return rows, torch.multinomial(weights[rows], 1).squeeze(1)
 
 
-def pretrain_loss(model: Student, corpus: CaptionCorpus, bank: ImageBank, rows: torch.Tensor,
-                  objective: PretrainObjective | None = None,
+def pretrain_loss(model: Student, corpus: CaptionCorpus, images: torch.Tensor | None,
+                  rows: torch.Tensor, objective: PretrainObjective | None = None,
                   encoded: tuple[VisionOutput, TextOutput] | None = None,
                   fused: FusedOutput | None = None) -> dict[str, torch.Tensor]:
-    """ITC + ITM + captioning of a batch; ``encoded`` reuses encodings, ``fused`` the fusion of
-    the batch's own (image, caption) pairs, that another loss already made."""
+    """ITC + ITM + captioning of a batch (``images``: the rows' images, normalised, on the
+    model's device); ``encoded`` reuses encodings (then ``images`` may be None), ``fused`` the
+    fusion of the batch's own (image, caption) pairs, that another loss already made."""
     obj = objective or PretrainObjective()
-    vision, text = encoded or encode_captions(model, corpus, bank, rows)
+    vision, text = encoded or encode_captions(model, corpus, images, rows)
     ids, mask = caption_batch(corpus, rows, device=model.device)
     caption = model.caption_loss_from_levels(vision.levels, ids, mask)
 
@@ -221,7 +223,8 @@ def matching_metrics(model: Student, corpus: CaptionCorpus, bank: ImageBank,
     for start in range(0, len(check.rows), batch_size):
         rows = check.rows[start:start + batch_size]
         device = model.device
-        vision, text = encode_captions(model, corpus, bank, rows)
+        vision, text = encode_captions(model, corpus, bank.at(corpus.image_rows[rows], device),
+                                       rows)
         ids, mask = caption_batch(corpus, rows, device=device)
         own = itm_score(model.heads("itm", model.fuse(vision, text, mask).pooled))
         false_ids, false_mask = caption_batch(corpus, check.false_rows[start:start + batch_size],
@@ -246,8 +249,7 @@ def caption_data(root: str | Path, split: str, cfg: StudentConfig
                  ) -> tuple[PixelBank, CaptionCorpus, pl.DataFrame]:
     """A split's images (clips when ``cfg.frames`` > 1), its tokenised caption corpus and the
     captions manifest it came from."""
-    bank = load_visual_bank(root, [manifest_path(root, split, "images")], cfg.image_size,
-                            cfg.frames)
+    bank = open_visual_bank(root, [split], cfg.image_size, cfg.frames)
     context_length = cfg.context_length
     captions = read_manifest(manifest_path(root, split, "captions"), "captions")
     images = read_manifest(manifest_path(root, split, "images"), "images")

@@ -20,7 +20,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
-from vldistill.data.images import ImageBank, normalise
+from vldistill.data.images import ImageBank
 from vldistill.data.manifest import VE_LABELS, conform
 from vldistill.eval import (
     accuracy,
@@ -198,8 +198,7 @@ def task_logits(model: Student, data: TaskData, rows: torch.Tensor,
             raise ValueError("task_logits needs the ImageBank, the batch images or their vision "
                              "outputs")
         if isinstance(images, ImageBank):
-            pixels = images.pixels[data.image_rows[rows]]
-            images = normalise(pixels.to(device))
+            images = images.at(data.image_rows[rows], device)
         vision = model.encode_image(images.to(device))
     if len(vision.pooled) != len(rows):
         raise ValueError(f"vision outputs for {len(vision.pooled)} images but {len(rows)} rows")
