@@ -12,6 +12,7 @@ from vldistill.code_version import code_hash
 from vldistill.config import check_config, load_schema
 from vldistill.data.manifest import SPLITS, TABLES, TASKS
 from vldistill.distill.methods import AGNOSTIC_START, AGNOSTIC_VARIANTS, METHODS
+from vldistill.workflow import training_mem_mb
 
 SCHEMA = "../schemas/config.schema.yaml"
 
@@ -50,6 +51,12 @@ def pixel_files(splits):
     """The splits' pixel files, written by the pixels rule: every student-side job reads its
     images from them."""
     return [f"data/{{dataset}}/pixels/{split}.npy" for split in splits]
+
+
+def training_mem(wildcards, input, attempt):
+    """mem_mb of a training job, from the sizes of the tables and models it loads
+    (vldistill.workflow.training_mem_mb); evaluated once its inputs exist."""
+    return training_mem_mb(dict(zip(map(str, input), input.size_files_mb)), attempt)
 
 
 def teacher_name(modality):

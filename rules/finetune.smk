@@ -35,7 +35,7 @@ rule finetune:
         "benchmarks/runs/{dataset}/finetune/{task}/{regime}/{method}/student-{sseed}/seed-{seed}.tsv"
     resources:
         gpu=TRAINING_GPUS,
-        mem_mb=6000,
+        mem_mb=training_mem,
         runtime=240,
     script:
         "../scripts/finetune.py"

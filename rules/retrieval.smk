@@ -63,7 +63,7 @@ else:
             "benchmarks/runs/{dataset}/retrieval/seed-{seed}/slow.tsv"
         resources:
             gpu=TRAINING_GPUS,
-            mem_mb=6000,
+            mem_mb=training_mem,
             runtime=240,
         script:
             "../scripts/retrieval_slow.py"
@@ -94,7 +94,7 @@ else:
             "benchmarks/runs/{dataset}/retrieval/seed-{seed}/{fast_model}.tsv"
         resources:
             gpu=TRAINING_GPUS,
-            mem_mb=6000,
+            mem_mb=training_mem,
             runtime=240,
         script:
             "../scripts/retrieval_fast.py"

@@ -68,7 +68,7 @@ else:
             "benchmarks/runs/{dataset}/student/seed-{sseed}/pretrain.tsv"
         resources:
             gpu=TRAINING_GPUS,
-            mem_mb=6000,
+            mem_mb=training_mem,
             runtime=240,
         script:
             "../scripts/student_pretrain.py"
@@ -97,7 +97,7 @@ else:
             "benchmarks/runs/{dataset}/student/seed-{sseed}/agnostic-{variant}.tsv"
         resources:
             gpu=TRAINING_GPUS,
-            mem_mb=6000,
+            mem_mb=training_mem,
             runtime=240,
         script:
             "../scripts/student_task_agnostic.py"

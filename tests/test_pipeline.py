@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -169,6 +170,22 @@ def test_a_resources_or_threads_change_reruns_nothing(tiny_run):
                        "retrieval_slow:runtime=600", "--set-threads", "finetune=2")
     assert result.returncode == 0, result.stderr
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_a_training_job_asks_for_memory_by_the_size_of_what_it_loads(tiny_run):
+    from vldistill.workflow import PROCESS_MB, training_mem_mb
+
+    model = "models/tiny/student/seed-0/agnostic-mad.safetensors"
+    result = snakemake(tiny_run, "-n", "--forcerun", "finetune", "--", "results/table.csv")
+    asks = {int(m) for m in re.findall(r"rule finetune:.*?mem_mb=(\d+)", result.stdout, re.S)}
+    assert result.returncode == 0, result.stderr
+    # every fine-tuning job: the process, plus its tables and its start model
+    assert asks and min(asks) > PROCESS_MB
+    model_mb = (tiny_run / model).stat().st_size / 2**20
+    assert training_mem_mb({model: model_mb}) == int(PROCESS_MB + 4 * model_mb)
+    assert training_mem_mb({"a.parquet": 2.0, "a.npy": 10_000.0}, attempt=2) == 2 * (
+        PROCESS_MB + 400)  # a pixel file is streamed: it does not count
 
 
 @pytest.mark.slow

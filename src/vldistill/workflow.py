@@ -87,3 +87,22 @@ def rule_settings(smk: Any) -> dict[str, Any]:
     argument it sets, so a setting goes from the rule to the stage without a script naming it.
     ``code`` (the source hash every rule carries for its re-run trigger) is not a setting."""
     return {name: value for name, value in smk.params.items() if name != "code"}
+
+
+# A training job's host memory, from what it loads (benchmarks/memory.md): the process with
+# torch, CUDA and the libraries; the tables it parses (tokenised captions, task rows, caption
+# truth), which pre-training measured at ~160x their parquet size on the synthetic data (their
+# parquet compresses well, real captions less, so 200x is an upper bound there); and every model
+# it starts from four times over (weights, gradients, AdamW's two moments). Pixel files are read
+# a batch at a time and do not count.
+PROCESS_MB = 4000
+TABLE_FACTOR = 200
+MODEL_FACTOR = 4
+
+
+def training_mem_mb(sizes_mb: dict[str, float], attempt: int = 1) -> int:
+    """``mem_mb`` of a training job whose inputs have these sizes (path -> MB); a retry after an
+    out-of-memory kill (``attempt`` 2, 3) asks for that many times as much."""
+    tables = sum(mb for path, mb in sizes_mb.items() if path.endswith(".parquet"))
+    models = sum(mb for path, mb in sizes_mb.items() if path.endswith(".safetensors"))
+    return int(attempt * (PROCESS_MB + TABLE_FACTOR * tables + MODEL_FACTOR * models))
