@@ -235,6 +235,12 @@ class DistillTargets:
         return DistillTargets(move(self.vision_global), move(self.vision_tokens), self.vision_grid,
                               move(self.text_global), move(self.text_tokens), move(self.text_mask))
 
+    def pin_memory(self) -> DistillTargets:
+        """The batch in pinned host memory (the loader's pinning thread calls this for CUDA)."""
+        return DistillTargets(self.vision_global.pin_memory(), self.vision_tokens.pin_memory(),
+                              self.vision_grid, self.text_global.pin_memory(),
+                              self.text_tokens.pin_memory(), self.text_mask.pin_memory())
+
 
 @dataclass
 class StudentStates:

@@ -44,7 +44,7 @@ from vldistill.seeds import (
 )
 from vldistill.train.checkpoints import clear_states, load_backbone, state_path
 from vldistill.train.compute import Compute
-from vldistill.train.distill_step import TeacherFeatures, student_states
+from vldistill.train.distill_step import TeacherFeatures, TeacherLookup, student_states
 from vldistill.train.distributed import is_main
 from vldistill.train.loop import Batch, TrainConfig, train
 from vldistill.train.tasks import (
@@ -150,7 +150,9 @@ def finetune(*, task: str, regime: str, method: str, root: str | Path, start: st
                                   "start": str(start), "training": training, "mad": distill,
                                   "seed": seed})
     history = train(model, loss_fn, len(data), train_cfg, state, extra_state=schedule,
-                    compute=where, images=(bank, data.image_rows))
+                    compute=where, images=(bank, data.image_rows),
+                    targets=None if teachers is None
+                    else TeacherLookup(teachers, data.image_ids, data.primary_text))
     if not is_main():  # under torchrun rank 0 writes the outputs and evaluates
         return {}
     # the data seed again: an imported student (pretrain.reuse) was trained on another dataset
@@ -257,9 +259,8 @@ def _loss_fn(model: Student, data: TaskData, val_data: TaskData | None, bank, ma
         # the fused target fuses the image with the distilled text (VCR's is the question)
         fused = m.fuse(vision, text, mask) if mad_cfg.fused != "none" else None
         states = student_states(m, vision, text, mask, teachers.grid, fused)
-        targets = teachers.batch([data.image_ids[i] for i in rows.tolist()],
-                                 [data.primary_text[i] for i in rows.tolist()]).to(device)
-        distill = distillation_loss(mad_cfg, states, targets, p_gold[rows].to(device))
+        distill = distillation_loss(mad_cfg, states, batch.targets.to(device),
+                                    p_gold[rows].to(device))
         lam = schedule.value
         return {"loss": task + lam * distill["loss"], "task": task.detach(),
                 "distill": distill["loss"].detach(), "fused": distill["fused"],

@@ -23,7 +23,7 @@ from vldistill.models.student import Student
 from vldistill.seeds import add_seed, checkpoint_provenance, checkpoint_seeds, dataset_seeds
 from vldistill.train.checkpoints import finish_student, load_backbone, state_path
 from vldistill.train.compute import Compute
-from vldistill.train.distill_step import TeacherFeatures, student_states
+from vldistill.train.distill_step import TeacherFeatures, TeacherLookup, student_states
 from vldistill.train.loop import Batch, TrainConfig, train
 from vldistill.train.pretrain import (
     PretrainObjective,
@@ -143,9 +143,7 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
         if mad_cfg.fused == "none":
             fused = None
         states = student_states(m, vision, text, mask, teachers.grid, fused)
-        targets = teachers.batch([image_ids[i] for i in rows.tolist()],
-                                 [texts[i] for i in rows.tolist()]).to(m.device)
-        distilled = distillation_loss(mad_cfg, states, targets)
+        distilled = distillation_loss(mad_cfg, states, batch.targets.to(m.device))
         return {**out, "loss": out["loss"] + mad_cfg.lambda0 * distilled["loss"],
                 "distill": distilled["loss"].detach(), "tok_vision": distilled["tok_vision"],
                 "tok_text": distilled["tok_text"], "glob": distilled["glob"],
@@ -155,7 +153,8 @@ def agnostic_student(*, root: str | Path, pretrained: str | Path, variant: str,
                                   "training": training, "distill": distill,
                                   "objective": objective, "seed": seed})
     history = train(model, loss_fn, len(corpus), train_cfg, state, compute=where,
-                    images=(bank, corpus.image_rows))
+                    images=(bank, corpus.image_rows),
+                    targets=None if teachers is None else TeacherLookup(teachers, image_ids, texts))
     seeds = add_seed(checkpoint_seeds(pretrained), "task_agnostic", seed)
     return finish_student(model, history, out_path, metrics_path,
                           {"stage": "task_agnostic", "dataset": Path(root).name,

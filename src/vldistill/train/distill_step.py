@@ -51,6 +51,20 @@ class TeacherFeatures:
         )
 
 
+class TeacherLookup:
+    """``lookup(rows)``: the teachers' cached features of examples ``rows`` (their image ids
+    and distilled texts): what a training loader's workers read ahead of each step."""
+
+    def __init__(self, teachers: TeacherFeatures, image_ids: Sequence[str],
+                 texts: Sequence[str]) -> None:
+        self.teachers, self.image_ids, self.texts = teachers, list(image_ids), list(texts)
+
+    def __call__(self, rows: torch.Tensor) -> DistillTargets:
+        picked = rows.tolist()
+        return self.teachers.batch([self.image_ids[i] for i in picked],
+                                   [self.texts[i] for i in picked])
+
+
 def distilled_level(vision: VisionOutput, teacher_grid: tuple[int, int]) -> int:
     """Index of the pyramid level matched to the teacher grid (see the module docstring)."""
     for level, grid in enumerate(vision.grids):

@@ -45,6 +45,7 @@ class Batch:
     step: int
     rows: torch.Tensor  # example rows of the step (this rank's slice under torchrun)
     pixels: torch.Tensor | None = None  # uint8 pixels of the rows' images (pinned for CUDA)
+    targets: Any = None  # what ``train(targets=...)`` looked up for the rows (teacher features)
 
     def images(self, device: torch.device) -> torch.Tensor:
         """The batch's images as the student's normalised floats on ``device``; the uint8
@@ -56,7 +57,9 @@ class Batch:
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread (``pin_memory=True``) for CUDA runs."""
         pixels = self.pixels.pin_memory() if self.pixels is not None else None
-        return Batch(self.step, self.rows, pixels)
+        targets = self.targets.pin_memory() if hasattr(self.targets, "pin_memory") \
+            else self.targets
+        return Batch(self.step, self.rows, pixels, targets)
 
 
 LossFn = Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
@@ -95,12 +98,14 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
 
 class StepBatches(torch.utils.data.Dataset):
     """Item s is step s's Batch: its rows (``batch_indices``, this rank's slice) and, given a
-    bank, their images' pixels. A pure function of the step, so any worker can make any step
-    and a resumed run's loader starts at its step with the same batches."""
+    bank, their images' pixels, and given ``targets``, what it looks up for the rows. A pure
+    function of the step, so any worker can make any step and a resumed run's loader starts at
+    its step with the same batches."""
 
     def __init__(self, n_examples: int, cfg: TrainConfig,
-                 images: tuple[PixelBank, torch.Tensor] | None = None) -> None:
-        self.n_examples, self.cfg, self.images = n_examples, cfg, images
+                 images: tuple[PixelBank, torch.Tensor] | None = None,
+                 targets: Callable[[torch.Tensor], Any] | None = None) -> None:
+        self.n_examples, self.cfg, self.images, self.targets = n_examples, cfg, images, targets
 
     def __len__(self) -> int:
         return self.cfg.steps
@@ -109,10 +114,11 @@ class StepBatches(torch.utils.data.Dataset):
         rows = batch_indices(self.n_examples, self.cfg.batch_size, step, self.cfg.seed)
         if distributed.world()[1] > 1:
             rows = distributed.local_rows(rows)
-        if self.images is None:
-            return Batch(step, rows)
-        bank, image_rows = self.images
-        return Batch(step, rows, bank.pixels[image_rows[rows]])
+        pixels = None
+        if self.images is not None:
+            bank, image_rows = self.images
+            pixels = bank.pixels[image_rows[rows]]
+        return Batch(step, rows, pixels, self.targets(rows) if self.targets else None)
 
 
 def step_loader(batches: StepBatches, start: int, workers: int, device: torch.device
@@ -143,13 +149,16 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
           extra_state: Stateful | None = None,
           validate: Callable[[nn.Module], dict[str, float]] | None = None,
           validate_every: int = 0, compute: Compute | None = None,
-          images: tuple[PixelBank, torch.Tensor] | None = None) -> list[dict[str, float]]:
+          images: tuple[PixelBank, torch.Tensor] | None = None,
+          targets: Callable[[torch.Tensor], Any] | None = None) -> list[dict[str, float]]:
     """Run ``cfg.steps`` optimiser steps, resuming from ``state_path`` if it exists.
 
     ``loss_fn(model, batch)`` returns a dict with "loss" (to minimise) and any other scalars
     to log; ``batch`` is the step's ``Batch``. ``images``: a bank and each example's row in it;
     the loader's workers (``compute.workers``) then read every step's images from it ahead of
-    the step. Returns the per-step history of those scalars (restored history included).
+    the step; ``targets(rows)`` (the teachers' cached features of the rows) is read there too
+    (``batch.targets``). Returns the per-step history of those scalars (restored history
+    included).
     ``extra_state`` is anything else the loss carries across steps (e.g. AF's smoothed task
     loss); it is checkpointed and restored with the model so a resumed run stays identical.
     ``validate(model)`` (eval mode, no grad) runs every ``validate_every`` steps and after the
@@ -211,7 +220,8 @@ def train(model: nn.Module, loss_fn: LossFn, n_examples: int, cfg: TrainConfig,
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, unit="step",
                file=sys.stderr, mininterval=10.0, disable=not progress or rank > 0)
-    loader = step_loader(StepBatches(n_examples, cfg, images), start, compute.workers, device)
+    loader = step_loader(StepBatches(n_examples, cfg, images, targets), start, compute.workers,
+                         device)
     for step, batch in zip(bar, loader, strict=True):
         # one stream per (step, rank): dropout and negatives differ across ranks' slices
         torch.manual_seed((cfg.seed * 1_000_003 + step) * world_size + rank)
