@@ -15,7 +15,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv results test lint dry-run pull clean
+.PHONY: venv results test lint dry-run pull clean gpu-check
 
 # torch/torchvision go first, pinned, so no later requirement can pull another build.
 $(STAMP): pyproject.toml
@@ -35,6 +35,14 @@ results: venv
 pull: venv
 	$(BIN)/dvc pull
 	$(BIN)/snakemake results/table.csv --touch --cores 1 $(SNAKEMAKE_ARGS)
+
+# On a machine with a GPU: the tiny config end to end on CUDA in bf16, then the training and
+# Slow-scoring throughput (examples/s, FLOPs, MFU) at the COCO config's model size.
+GPUS ?= 1
+gpu-check: venv
+	$(BIN)/snakemake results/table.csv --cores $(CORES) --resources gpu=$(GPUS) \
+		--configfile configs/tiny.yaml configs/gpu-check.yaml
+	$(BIN)/python benchmarks/gpu_bench.py --config configs/coco.yaml --device cuda --precision bf16
 
 dry-run: venv
 	$(BIN)/snakemake -n $(SNAKEMAKE_ARGS)

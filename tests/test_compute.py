@@ -112,3 +112,23 @@ def test_compiled_parts_compute_the_same_loss_and_keep_their_parameter_names():
     torch.testing.assert_close(model.caption_loss(images, ids, mask), expected)
     with pytest.raises(ValueError, match="compute.compile"):
         Compute(compile="yes")
+
+
+def test_throughput_counts_a_steps_flops_and_its_utilisation():
+    from vldistill.train.throughput import measure, peak_flops
+
+    layer = torch.nn.Linear(16, 8, bias=False)
+    x = torch.randn(4, 16)
+
+    def step():
+        layer.zero_grad()
+        layer(x).sum().backward()
+
+    cpu = torch.device("cpu")
+    result = measure(step, 4, cpu, Compute(), steps=2, warmup=1)
+    # forward x @ W.T and the weight gradient: two [4 x 16] x [16 x 8] matmuls, 2 FLOPs a MAC
+    assert result.flops_per_example == 2 * 2 * 16 * 8
+    assert result.examples_per_s > 0 and result.mfu is None  # no known peak for a CPU
+    assert peak_flops(cpu) is None and peak_flops(cpu, 2.0) == 2e12
+    given = measure(step, 4, cpu, Compute(), steps=2, warmup=1, peak=1e12)
+    assert given.mfu == pytest.approx(given.achieved_tflops)
