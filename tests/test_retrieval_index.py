@@ -112,6 +112,13 @@ def test_a_pixel_file_reads_the_rows_the_in_memory_bank_holds(tmp_path):
         open_visual_bank(tmp_path, ["test"], 64)
     with pytest.raises(IndexError):
         bank.at(torch.tensor([10]))
+    # an image in two splits (COCO's VQA test and shifted test can share one) is in the bank
+    # once, at its first copy, as in the in-memory bank
+    shared = open_visual_bank(tmp_path, ["test", "train", "test"], 48)
+    twice = load_image_bank(tmp_path, [manifest_path(tmp_path, s, "images")
+                                       for s in ("test", "train", "test")], 48, progress=False)
+    assert shared.ids == twice.ids and len(shared) == 10
+    assert torch.equal(shared.at(torch.arange(10)), twice.at(torch.arange(10)))
     path = pixel_path(tmp_path, "test")
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(ValueError, match="truncated"):

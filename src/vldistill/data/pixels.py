@@ -75,11 +75,14 @@ class PixelFiles:
 
     Indexing with a 1-D LongTensor of rows returns those rows as one uint8 tensor, like indexing
     the in-memory array would; each row is one positioned read. File handles open lazily per
-    process, so a DataLoader worker forked or spawned from the job opens its own."""
+    process, so a DataLoader worker forked or spawned from the job opens its own. ``select``:
+    only these rows of the concatenation, in this order (splits that share images, as COCO's
+    VQA test and shifted test can, hold a shared image once in the bank)."""
 
     dtype = torch.uint8
 
-    def __init__(self, paths: Sequence[str | Path]) -> None:
+    def __init__(self, paths: Sequence[str | Path],
+                 select: Sequence[int] | None = None) -> None:
         if not paths:
             raise ValueError("PixelFiles needs at least one file")
         self.paths = [Path(p) for p in paths]
@@ -107,7 +110,12 @@ class PixelFiles:
         self.item_shape = shapes.pop()
         self.row_bytes = int(np.prod(self.item_shape))
         self.starts = np.cumsum([0, *counts])  # first global row of each file
-        self.shape = torch.Size((int(self.starts[-1]), *self.item_shape))
+        self.select = None if select is None else np.asarray(select, dtype=np.int64)
+        if self.select is not None and len(self.select) and (
+                self.select.min() < 0 or self.select.max() >= self.starts[-1]):
+            raise IndexError(f"selected rows out of range [0, {int(self.starts[-1])})")
+        n = int(self.starts[-1]) if self.select is None else len(self.select)
+        self.shape = torch.Size((n, *self.item_shape))
         self.ndim = len(self.shape)
         self._handles: dict[int, int] = {}  # file index -> fd, for the process that opened them
         self._pid = -1
@@ -127,7 +135,8 @@ class PixelFiles:
         if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= len(self)):
             raise IndexError(f"pixel rows out of range [0, {len(self)})")
         out = np.empty((len(rows), *self.item_shape), dtype=np.uint8)
-        files = np.searchsorted(self.starts, rows.numpy(), side="right") - 1
+        rows = rows.numpy() if self.select is None else self.select[rows.numpy()]
+        files = np.searchsorted(self.starts, rows, side="right") - 1
         for k, (row, file) in enumerate(zip(rows.tolist(), files.tolist(), strict=True)):
             offset = self._offsets[file] + (row - int(self.starts[file])) * self.row_bytes
             data = os.pread(self._fd(file), self.row_bytes, offset)
@@ -158,5 +167,9 @@ def open_visual_bank(root: str | Path, splits: Sequence[str], size: int,
                 f"reads {frames} frame(s) at {size} px. Re-run the pixels rule with the "
                 "student's image_size and frames (student.image_size / student.frames).")
         ids.extend(record["ids"])
+    first = {}
+    for row, item_id in enumerate(ids):
+        first.setdefault(item_id, row)  # an image in two splits: its first copy, as image_table
+    select = None if len(first) == len(ids) else list(first.values())
     bank_class = ImageBank if frames == 1 else ClipBank
-    return bank_class(ids, PixelFiles(paths))
+    return bank_class(list(first), PixelFiles(paths, select))
