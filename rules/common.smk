@@ -203,7 +203,8 @@ GALLERY_SPLIT = RETRIEVAL["split"] if RETRIEVAL else None
 # what every evaluation job is given: the gallery split and how many queries per image
 EVAL_PARAMS = {"split": GALLERY_SPLIT,
                "captions_per_image": RETRIEVAL["captions_per_image"],
-               "max_queries": RETRIEVAL["max_queries"]} if RETRIEVAL else {}
+               "max_queries": RETRIEVAL["max_queries"],
+               "compute": config["compute"]} if RETRIEVAL else {}  # device and precision
 RETRIEVAL_SEEDS = RETRIEVAL["seeds"] if RETRIEVAL else []
 RETRIEVAL_REUSE = RETRIEVAL["reuse"] if RETRIEVAL else None  # another run's Slow and Fast
 RERANK_FAST = RETRIEVAL["rerank"]["fast"] if RETRIEVAL else None  # whose top-K Slow re-ranks

@@ -112,11 +112,13 @@ rule retrieval_index:
     params:
         index=lambda wc: RETRIEVAL["index"],
         split=GALLERY_SPLIT,
+        compute=config["compute"],  # the gallery is embedded on the device
     log:
         "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.log",
     benchmark:
         "benchmarks/runs/{dataset}/retrieval/seed-{seed}/index-{fast_model}.tsv"
     resources:
+        gpu=0 if INDEX_SHARDS > 1 else TRAINING_GPUS,  # merging shard indexes needs none
         mem_mb=2000,
         runtime=30,
     script:
@@ -136,11 +138,13 @@ rule retrieval_index_template:
     params:
         factory=lambda wc: RETRIEVAL["index"]["factory"],
         split=GALLERY_SPLIT,
+        compute=config["compute"],
     log:
         "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-template.log",
     benchmark:
         "benchmarks/runs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-template.tsv"
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=2000,
         runtime=30,
     script:
@@ -158,6 +162,7 @@ rule retrieval_index_shard:
         info=f"{INDEX_PARTS}/{{shard}}-of-{{shards}}.json",
     params:
         split=GALLERY_SPLIT,
+        compute=config["compute"],
     log:
         "logs/{dataset}/retrieval/seed-{seed}/index-{fast_model}-{shard}-of-{shards}.log",
     benchmark:
@@ -166,6 +171,7 @@ rule retrieval_index_shard:
         shard=r"\d+",
         shards=r"\d+",
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=2000,
         runtime=30,
     script:
@@ -188,6 +194,7 @@ rule retrieval_eval_fast:
     benchmark:
         "benchmarks/runs/{dataset}/retrieval/seed-{seed}/eval-{fast_model}.tsv"
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=2000,
         runtime=30,
     script:
@@ -210,6 +217,7 @@ rule retrieval_eval_slow:
     benchmark:
         "benchmarks/runs/{dataset}/retrieval/seed-{seed}/eval-slow.tsv"
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=4000,
         runtime=120,
     script:
@@ -233,6 +241,7 @@ rule retrieval_eval_single_frame:
     benchmark:
         "benchmarks/runs/{dataset}/retrieval/seed-{seed}/eval-{kind}_1frame.tsv"
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=4000,
         runtime=120,
     script:
@@ -257,6 +266,7 @@ rule retrieval_rerank:
     benchmark:
         "benchmarks/runs/{dataset}/retrieval/seed-{seed}/rerank_k{k}.tsv"
     resources:
+        gpu=TRAINING_GPUS,
         mem_mb=4000,
         runtime=60,
     script:

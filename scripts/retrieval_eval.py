@@ -9,7 +9,7 @@ from vldistill.workflow import rule_logging
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 common = {"root": Path("data") / smk.wildcards.dataset, "split": smk.params.split,
           "captions_per_image": smk.params.captions_per_image,
-          "max_queries": smk.params.max_queries}
+          "max_queries": smk.params.max_queries, "compute": smk.params.compute}
 
 with rule_logging(smk.log[0], smk.threads) as log:
     if smk.rule == "retrieval_eval_slow":

@@ -22,6 +22,7 @@ with rule_logging(smk.log[0], smk.threads):
             factory=index["factory"],
             nprobe=index["nprobe"],
             out_path=smk.output.index,
+            compute=smk.params.compute,
         )
     # the split too, so a search knows which images the index rows are
     write_json({**info, "split": smk.params.split}, smk.output.info)

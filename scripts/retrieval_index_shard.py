@@ -12,5 +12,6 @@ with rule_logging(smk.log[0], smk.threads):
     info = build_index_shard(root=Path("data") / smk.wildcards.dataset,
                              fast_path=smk.input.fast, split=smk.params.split,
                              template_path=smk.input.template, shard=int(smk.wildcards.shard),
-                             shards=int(smk.wildcards.shards), out_path=smk.output.index)
+                             shards=int(smk.wildcards.shards), out_path=smk.output.index,
+                             compute=smk.params.compute)
     write_json(info, smk.output.info)

@@ -12,5 +12,6 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_logging(smk.log[0], smk.threads):
     info = build_index_template(root=Path("data") / smk.wildcards.dataset,
                                 fast_path=smk.input.fast, split=smk.params.split,
-                                factory=smk.params.factory, out_path=smk.output.index)
+                                factory=smk.params.factory, out_path=smk.output.index,
+                                compute=smk.params.compute)
     write_json(info, smk.output.info)

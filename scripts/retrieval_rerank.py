@@ -20,6 +20,7 @@ with rule_logging(smk.log[0], smk.threads) as log:
         k=int(smk.wildcards.k),
         beta=smk.params.beta,
         ranks_path=smk.output.ranks,
+        compute=smk.params.compute,
     )
     result["seed"] = int(smk.wildcards.seed)  # the report aggregates over seeds
     log.info("%s", result)

@@ -145,3 +145,30 @@ def test_fine_tuning_logits_and_loss_move_host_batches_to_the_device(
     logits = task_logits(model, data, rows, bank)
     assert_on_device(logits)
     assert_on_device(task_loss(logits, data, rows))
+
+
+def test_retrieval_evaluation_reads_host_galleries_on_the_device(fake_cuda,
+                                                                 host_reads_unavailable):
+    """Gallery pixels, captions and the Slow pyramids stay on the host; the Fast and Slow
+    models on the device: embeddings and scores come out on the device, the pyramids go back
+    to the host (a large gallery's would not fit beside the model)."""
+    from vldistill.data.images import ImageBank
+    from vldistill.models.fast import FastDualEncoder
+    from vldistill.retrieval.gallery import embed_gallery, embed_queries, gallery_levels
+
+    slow, cfg = small_student()
+    with torch.device(DEVICE):
+        fast = FastDualEncoder(cfg, 8)
+    n, length = 5, 8
+    bank = ImageBank([f"i{i}" for i in range(n)],
+                     torch.randint(0, 255, (n, 3, cfg.image_size, cfg.image_size),
+                                   dtype=torch.uint8))
+    ids = torch.randint(1, 100, (3, length))
+    mask = torch.ones(3, length, dtype=torch.bool)
+    assert_on_device(embed_gallery(fast, bank, batch_size=2))
+    assert_on_device(embed_queries(fast, ids, mask, batch_size=2))
+    levels = gallery_levels(slow, bank, batch_size=2)
+    assert all(level.device.type == "cpu" for level in levels)
+    scores = slow.decoder.pairwise_scores(levels, ids, mask, max_pairs=4)
+    assert scores.shape == (n, 3)
+    assert_on_device(scores)

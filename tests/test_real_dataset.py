@@ -107,10 +107,12 @@ def test_each_real_config_shows_the_full_dag(repo, tmp_path, name):
     if name in REUSING:  # trained once, in the COCO run
         assert not planned(output, "student_pretrain")
         assert not planned(output, "student_task_agnostic")
-    # the training and caching jobs ask for a GPU each (compute.device / features.device: cuda)
+    # the training, evaluation and caching jobs ask for a GPU each (compute.device /
+    # features.device: cuda)
     asks = gpu_asks(output)
     training = {"teacher_shard", "student_pretrain", "student_task_agnostic", "finetune",
-                "retrieval_slow", "retrieval_fast"}
+                "retrieval_slow", "retrieval_fast", "retrieval_index", "retrieval_eval_fast",
+                "retrieval_eval_slow", "retrieval_rerank"}
     assert {rule: gpus for rule, gpus in asks.items() if rule in training} == {
         rule: {1} for rule in training & set(asks)}
     assert asks["results_table"] == {0}

@@ -121,6 +121,17 @@ def test_index_fast_slow_and_rerank_evaluate_one_gallery(root, student_checkpoin
                            slow_path=tmp_path / "slow.safetensors", k=1, beta=0.5, **common)
     # re-ranking one candidate cannot change the order: R@K equals Fast's
     assert top1["t2i"]["R@1"] == fast["t2i"]["R@1"] and top1["slow_calls_per_query"] == 1
+    # in bf16 (autocast, on the CPU here as on a GPU) the same evaluations run and rank alike
+    bf16 = {"compute": {"device": "cpu", "precision": "bf16"}, **common}
+    slow16 = evaluate_slow(slow_path=tmp_path / "slow.safetensors", **bf16)
+    whole16 = evaluate_rerank(fast_path=tmp_path / "fast.safetensors",
+                              index_path=tmp_path / "fast.faiss",
+                              slow_path=tmp_path / "slow.safetensors", k=4, beta=0.0, **bf16)
+    fast16 = evaluate_fast(fast_path=tmp_path / "fast.safetensors",
+                           index_path=tmp_path / "fast.faiss", **bf16)
+    assert whole16["t2i"]["R@1"] == slow16["t2i"]["R@1"]
+    for full, half in ((slow, slow16), (fast, fast16)):
+        assert abs(half["t2i"]["median_rank"] - full["t2i"]["median_rank"]) <= 1
 
 
 

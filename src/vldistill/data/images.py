@@ -58,13 +58,14 @@ class PixelBank:
         pixels = self.pixels[rows]
         return normalise(pixels if device is None else pixels.to(device, non_blocking=True))
 
-    def batches(self, batch_size: int, rows: tuple[int, int] | None = None
-                ) -> Iterator[torch.Tensor]:
+    def batches(self, batch_size: int, rows: tuple[int, int] | None = None,
+                device: torch.device | str | None = None) -> Iterator[torch.Tensor]:
         """``at`` over the bank in order, ``batch_size`` rows at a time (or over its rows
-        [start, stop) only): what a gallery's embeddings and pyramids are computed from."""
+        [start, stop) only), on ``device``: what a gallery's embeddings and pyramids are
+        computed from."""
         start, stop = rows if rows is not None else (0, len(self))
         for first in range(start, stop, batch_size):
-            yield self.at(torch.arange(first, min(first + batch_size, stop)))
+            yield self.at(torch.arange(first, min(first + batch_size, stop)), device)
 
 
 class ImageBank(PixelBank):

@@ -207,14 +207,19 @@ class CaptionDecoder(nn.Module):
         Blocks of images times blocks of captions, at most ``max_pairs`` pairs per batched
         forward pass (bounding the [pairs, L, V] logits). A block's image keys and values are
         computed once and shared by all its captions, and the blocks are fixed by the shapes
-        alone, so nothing waits on the device.
+        alone, so nothing waits on the device. The levels may live in host memory (a large
+        gallery's pyramids): each block's rows move to the model's device; so do the
+        captions. The scores are on the model's device.
         """
+        device = self.token_embedding.weight.device
+        ids, mask = ids.to(device), mask.to(device)
         n_img, n_txt = image_levels[0].shape[0], ids.shape[0]
         per_block = max(1, min(n_txt, max_pairs))  # captions per forward pass
         images_per_block = max(1, max_pairs // per_block)
         rows = []
         for i0 in range(0, n_img, images_per_block):
-            block = self.cross_keys_values([lv[i0:i0 + images_per_block] for lv in image_levels])
+            block = self.cross_keys_values([lv[i0:i0 + images_per_block].to(device)
+                                            for lv in image_levels])
             n_block = block[0][0].shape[0]
             row = []
             for t0 in range(0, n_txt, per_block):
@@ -245,15 +250,20 @@ class CaptionDecoder(nn.Module):
         """[P] h_slow of the pairs (image_index[p], text_index[p]), ``max_pairs`` per batched
         forward pass (re-ranking scores each query's K candidates this way). Each distinct
         image of a chunk has its keys and values computed once and shared by its pairs: an
-        image-major chunk of an all-pairs matrix holds one or a few images."""
+        image-major chunk of an all-pairs matrix holds one or a few images. As in
+        ``pairwise_scores``, levels and captions may be on the host: a chunk's rows move to
+        the model's device, where the scores are."""
+        device = self.token_embedding.weight.device
         scores = []
         for start in range(0, len(image_index), max_pairs):
             ii = image_index[start : start + max_pairs]
             tt = text_index[start : start + max_pairs]
             images, pair_image = torch.unique(ii, return_inverse=True)
-            keys_values = [(k[pair_image], v[pair_image]) for k, v in
-                           self.cross_keys_values([lv[images] for lv in image_levels])]
-            pair_ids, pair_mask = trim_padding(ids[tt], mask[tt])  # this chunk's longest caption
+            pair_image = pair_image.to(device)
+            keys_values = [(k[pair_image], v[pair_image]) for k, v in self.cross_keys_values(
+                [lv[images.to(lv.device)].to(device) for lv in image_levels])]
+            pair_ids, pair_mask = trim_padding(ids[tt.to(ids.device)], mask[tt.to(ids.device)],
+                                               device)  # this chunk's longest caption
             scores.append(self.length_normalised_score(None, pair_ids, pair_mask, directions,
                                                        keys_values))
-        return torch.cat(scores) if scores else torch.empty(0, device=ids.device)
+        return torch.cat(scores) if scores else torch.empty(0, device=device)

@@ -84,14 +84,18 @@ GALLERY_BATCH = 256
 @torch.no_grad()
 def embed_gallery(model: FastDualEncoder, bank: PixelBank,
                   batch_size: int = GALLERY_BATCH) -> torch.Tensor:
-    return torch.cat([model.encode_image(pixels) for pixels in bank.batches(batch_size)])
+    """[G, D] fp32 image embeddings, on the model's device (uint8 batches moved there)."""
+    return torch.cat([model.encode_image(pixels).float()
+                      for pixels in bank.batches(batch_size, device=model.device)])
 
 
 @torch.no_grad()
 def embed_queries(model: FastDualEncoder, ids: torch.Tensor, mask: torch.Tensor,
                   batch_size: int = 256) -> torch.Tensor:
+    """[Q, D] fp32 text embeddings, on the model's device."""
     return torch.cat([model.encode_text(*trim_padding(ids[i:i + batch_size],
-                                                      mask[i:i + batch_size]))
+                                                      mask[i:i + batch_size],
+                                                      device=model.device)).float()
                       for i in range(0, len(ids), batch_size)])
 
 
@@ -108,6 +112,9 @@ def middle_frame(data: RetrievalSet) -> RetrievalSet:
 
 @torch.no_grad()
 def gallery_levels(slow: Student, bank: PixelBank, batch_size: int = 256) -> list[torch.Tensor]:
-    """The Slow model's pyramid of every gallery image (computed once, offline)."""
-    parts = [slow.encode_image(pixels).levels for pixels in bank.batches(batch_size)]
+    """The Slow model's pyramid of every gallery image (computed once, offline, on the model's
+    device), kept in host memory: at 224 px a pyramid is megabytes per image (gigabytes for a
+    5,000-image gallery), and scoring moves only each block's rows to the device."""
+    parts = [[level.cpu() for level in slow.encode_image(pixels).levels]
+             for pixels in bank.batches(batch_size, device=slow.device)]
     return [torch.cat(level) for level in zip(*parts, strict=True)]

@@ -30,6 +30,7 @@ from vldistill.retrieval.index import (
     set_nprobe,
 )
 from vldistill.retrieval.shards import empty_index, merge_shards, shard_index
+from vldistill.train.compute import evaluating
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +51,29 @@ def shard_rows(n: int, shard: int, shards: int) -> tuple[int, int]:
 def gallery_embeddings(model: FastDualEncoder, root: str | Path, split: str,
                        rows: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
     """The Fast image embeddings of the split's gallery (or of its ``rows`` [start, stop)), one
-    batch at a time, read from the split's pixel file: memory holds one batch, whatever the
-    gallery's size."""
+    batch at a time, read from the split's pixel file and embedded on the model's device:
+    memory holds one batch, whatever the gallery's size."""
     bank = open_visual_bank(root, [split], model.cfg.image_size, model.cfg.frames)
-    batches = bank.batches(GALLERY_BATCH, rows)
-    for pixels in batches:
-        yield model.encode_image(pixels).numpy()
+    for pixels in bank.batches(GALLERY_BATCH, rows, device=model.device):
+        yield model.encode_image(pixels).float().cpu().numpy()
 
 
 def build_gallery_index(*, root: str | Path, fast_path: str | Path, split: str, factory: str,
-                        nprobe: int | None, out_path: str | Path) -> dict[str, Any]:
-    """Embed the split's images with the Fast image tower into a faiss index on disk."""
+                        nprobe: int | None, out_path: str | Path,
+                        compute: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Embed the split's images with the Fast image tower (on ``compute``'s device) into a
+    faiss index on disk."""
     model, _ = load_fast(fast_path)
     start = time.perf_counter()  # streamed: one batch of images in memory, whatever the size
-    index = build_index_from_batches(gallery_embeddings(model, root, split), factory, nprobe)
+    with evaluating(compute, model):
+        index = build_index_from_batches(gallery_embeddings(model, root, split), factory,
+                                         nprobe)
     return _finish(index, factory, time.perf_counter() - start, out_path, shards=1)
 
 
 def build_index_template(*, root: str | Path, fast_path: str | Path, split: str, factory: str,
-                         out_path: str | Path, train_size: int = TRAIN_SIZE) -> dict[str, Any]:
+                         out_path: str | Path, train_size: int = TRAIN_SIZE,
+                         compute: dict[str, Any] | None = None) -> dict[str, Any]:
     """The shards' shared empty index: trained, for a factory that needs it (IVF, PQ), on the
     gallery's first ``train_size`` embeddings, as the single-job build trains."""
     model, _ = load_fast(fast_path)
@@ -76,7 +81,8 @@ def build_index_template(*, root: str | Path, fast_path: str | Path, split: str,
     sample = None
     if not probe.is_trained:
         rows = (0, min(train_size, gallery_size(root, split)))
-        sample = np.concatenate(list(gallery_embeddings(model, root, split, rows)))
+        with evaluating(compute, model):
+            sample = np.concatenate(list(gallery_embeddings(model, root, split, rows)))
     template = empty_index(model.embed_dim, factory, sample)
     save_index(template, out_path)
     info = {"factory": factory, "dim": template.d, "trained_on": 0 if sample is None
@@ -87,12 +93,14 @@ def build_index_template(*, root: str | Path, fast_path: str | Path, split: str,
 
 def build_index_shard(*, root: str | Path, fast_path: str | Path, split: str,
                       template_path: str | Path, shard: int, shards: int,
-                      out_path: str | Path) -> dict[str, Any]:
+                      out_path: str | Path, compute: dict[str, Any] | None = None
+                      ) -> dict[str, Any]:
     """One shard's index: the template plus the embeddings of the shard's gallery rows."""
     model, _ = load_fast(fast_path)
     rows = shard_rows(gallery_size(root, split), shard, shards)
     template = faiss.read_index(str(template_path))
-    parts = list(gallery_embeddings(model, root, split, rows))
+    with evaluating(compute, model):
+        parts = list(gallery_embeddings(model, root, split, rows))
     embeddings = (np.concatenate(parts) if parts
                   else np.zeros((0, template.d), dtype=np.float32))
     save_index(shard_index(template, embeddings), out_path)

@@ -70,7 +70,7 @@ from vldistill.train.checkpoints import (
     state_path,
     write_training_summary,
 )
-from vldistill.train.compute import Compute
+from vldistill.train.compute import Compute, evaluating
 from vldistill.train.distributed import is_main
 from vldistill.train.loop import Batch, TrainConfig, train
 from vldistill.train.pretrain import (
@@ -273,16 +273,22 @@ def _one_caption_per_image(corpus: CaptionCorpus, rows: torch.Tensor) -> torch.T
 
 
 def timed(fn, *args, **kwargs) -> tuple[Any, float]:
+    """``fn``'s result and its wall seconds, the GPU's queued work included."""
     start = time.perf_counter()
     out = fn(*args, **kwargs)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # kernels run asynchronously: wait for them before the clock
     return out, time.perf_counter() - start
+
+
 
 
 # --- evaluation -------------------------------------------------------------------------------
 
 def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
                   split: str, captions_per_image: int, max_queries: int | None = None,
-                  ranks_path: str | Path | None = None) -> dict[str, Any]:
+                  ranks_path: str | Path | None = None,
+                  compute: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fast retrieval, timed per query as a deployed system answers it (encode the text, search
     the index for the top max(KS)). The ranks are exact: every query's gold image against
     every gallery image by exact dot products, not read off the search result, which an
@@ -291,12 +297,14 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
     data = retrieval_set(root, split, captions_per_image, model.cfg, max_queries)
     index = load_index(index_path)
     n_gallery, n_queries = index.ntotal, len(data.gold)
-    queries, encode_s = timed(embed_queries, model, data.ids, data.mask)
-    _, search_s = timed(search, index, queries.numpy(), max(KS))
-    gallery = embed_gallery(model, data.bank)
-    if len(gallery) != n_gallery:
-        raise ValueError(f"{index_path} holds {n_gallery} images, the {split} gallery "
-                         f"{len(gallery)}: rebuild the index")
+    with evaluating(compute, model):
+        queries, encode_s = timed(lambda: embed_queries(model, data.ids, data.mask).cpu())
+        _, search_s = timed(search, index, queries.numpy(), max(KS))
+        gallery = embed_gallery(model, data.bank).cpu()
+        if len(gallery) != n_gallery:
+            raise ValueError(f"{index_path} holds {n_gallery} images, the {split} gallery "
+                             f"{len(gallery)}: rebuild the index")
+        hard = fast_hard_negatives(model, data, gallery, queries)
     scores = gallery @ queries.T  # [G, Q]
     fast_ms = 1000 * (encode_s + search_s) / n_queries
     if ranks_path is not None:
@@ -306,7 +314,7 @@ def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | 
         "model": "fast_distilled" if extra.get("distilled") else "fast",
         "t2i": retrieval_metrics(scores.T, data.gold),
         "i2t": image_to_text_metrics(scores[data.queried_images], data.image_to_text_gold),
-        **fast_hard_negatives(model, data, gallery, queries),
+        **hard,
         "latency_ms_per_query": {"fast": fast_ms, "slow": 0.0, "total": fast_ms},
         "slow_calls_per_query": 0, "gallery": n_gallery, "queries": n_queries,
         "seeds": evaluation_seeds(root, extra.get("seeds", {}), max_queries),
@@ -323,12 +331,13 @@ def image_to_text_metrics(scores: torch.Tensor, gold: torch.Tensor) -> dict[str,
 def fast_hard_negatives(model: FastDualEncoder, data: RetrievalSet, gallery: torch.Tensor,
                         queries: torch.Tensor) -> dict[str, Any]:
     """``{"hard_negative": accuracy}`` of the Fast model: each queried image's embedding with
-    its caption against the caption's hard negative; empty where no query has one."""
+    its caption against the caption's hard negative; empty where no query has one. The
+    embeddings given are on the host."""
     rows = data.negative_queries
     if len(rows) == 0:
         return {}
     images = gallery[data.gold[rows]]
-    negatives = embed_queries(model, data.negative_ids[rows], data.negative_mask[rows])
+    negatives = embed_queries(model, data.negative_ids[rows], data.negative_mask[rows]).cpu()
     return {"hard_negative": hard_negative_accuracy((images * queries[rows]).sum(dim=1),
                                                     (images * negatives).sum(dim=1))}
 
@@ -337,20 +346,20 @@ def slow_hard_negatives(slow: Student, data: RetrievalSet, levels: list[torch.Te
                         matrix: torch.Tensor, max_pairs: int,
                         directions: Sequence[str]) -> dict[str, Any]:
     """The same for the Slow model: h_slow(image, caption) (already in ``matrix`` [G, Q])
-    against h_slow(image, hard negative)."""
+    against h_slow(image, hard negative); ``matrix`` is on the host."""
     rows = data.negative_queries
     if len(rows) == 0:
         return {}
     images = data.gold[rows]
     negative = slow.decoder.pair_scores(levels, data.negative_ids, data.negative_mask, images,
-                                        rows, max_pairs, directions)
+                                        rows, max_pairs, directions).float().cpu()
     return {"hard_negative": hard_negative_accuracy(matrix[images, rows], negative)}
 
 
-@torch.no_grad()
 def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str, split: str,
                           captions_per_image: int, max_queries: int | None = None,
-                          max_pairs: int = 512) -> dict[str, Any]:
+                          max_pairs: int = 512, compute: dict[str, Any] | None = None
+                          ) -> dict[str, Any]:
     """A video model (``kind`` fast or slow) shown only each clip's middle frame: the same
     weights and queries as its full evaluation, so the gap is what the other frames add.
     Fast scores are exact dot products here (no index: it holds all-frame embeddings)."""
@@ -358,19 +367,21 @@ def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str
         slow, directions = load_slow(model_path)
         data = middle_frame(retrieval_set(root, split, captions_per_image, slow.cfg,
                                           max_queries))
-        levels = gallery_levels(slow, data.bank)
-        matrix = slow.decoder.pairwise_scores(levels, data.ids, data.mask, max_pairs,
-                                              directions)
-        hard = slow_hard_negatives(slow, data, levels, matrix, max_pairs, directions)
+        with evaluating(compute, slow):
+            levels = gallery_levels(slow, data.bank)
+            matrix = slow.decoder.pairwise_scores(levels, data.ids, data.mask, max_pairs,
+                                                  directions).float().cpu()
+            hard = slow_hard_negatives(slow, data, levels, matrix, max_pairs, directions)
         seeds = checkpoint_seeds(model_path)
     elif kind == "fast":
         fast, extra = load_fast(model_path)
         data = middle_frame(retrieval_set(root, split, captions_per_image, fast.cfg,
                                           max_queries))
-        gallery, queries = embed_gallery(fast, data.bank), embed_queries(fast, data.ids,
-                                                                         data.mask)
+        with evaluating(compute, fast):
+            gallery = embed_gallery(fast, data.bank).cpu()
+            queries = embed_queries(fast, data.ids, data.mask).cpu()
+            hard = fast_hard_negatives(fast, data, gallery, queries)
         matrix = gallery @ queries.T
-        hard = fast_hard_negatives(fast, data, gallery, queries)
         seeds = extra.get("seeds", {})
     else:
         raise ValueError(f"kind must be 'fast' or 'slow', got {kind!r}")
@@ -387,16 +398,18 @@ def evaluate_single_frame(*, root: str | Path, model_path: str | Path, kind: str
     }
 
 
-@torch.no_grad()
 def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
                   captions_per_image: int, max_queries: int | None = None,
-                  max_pairs: int = 512, ranks_path: str | Path | None = None) -> dict[str, Any]:
+                  max_pairs: int = 512, ranks_path: str | Path | None = None,
+                  compute: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Slow model scoring every (gallery image, query) pair: the reference for re-ranking."""
     slow, directions = load_slow(slow_path)
     data = retrieval_set(root, split, captions_per_image, slow.cfg, max_queries)
-    levels = gallery_levels(slow, data.bank)  # image side computed offline, like an index
-    matrix, seconds = timed(slow.decoder.pairwise_scores, levels, data.ids, data.mask,
-                            max_pairs, directions)
+    with evaluating(compute, slow):
+        levels = gallery_levels(slow, data.bank)  # image side computed offline, like an index
+        matrix, seconds = timed(lambda: slow.decoder.pairwise_scores(
+            levels, data.ids, data.mask, max_pairs, directions).float().cpu())
+        hard = slow_hard_negatives(slow, data, levels, matrix, max_pairs, directions)
     n_gallery, n_queries = matrix.shape
     slow_ms = 1000 * seconds / n_queries
     if ranks_path is not None:
@@ -406,7 +419,7 @@ def evaluate_slow(*, root: str | Path, slow_path: str | Path, split: str,
         "model": "slow",
         "t2i": retrieval_metrics(matrix.T, data.gold),
         "i2t": image_to_text_metrics(matrix[data.queried_images], data.image_to_text_gold),
-        **slow_hard_negatives(slow, data, levels, matrix, max_pairs, directions),
+        **hard,
         "latency_ms_per_query": {"fast": 0.0, "slow": slow_ms, "total": slow_ms},
         "slow_calls_per_query": n_gallery, "gallery": n_gallery, "queries": n_queries,
         "seeds": evaluation_seeds(root, checkpoint_seeds(slow_path), max_queries),
@@ -425,12 +438,11 @@ def caption_ceiling(same_caption: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
             "n": len(m)}
 
 
-@torch.no_grad()
 def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
                     slow_path: str | Path, split: str, captions_per_image: int, k: int,
                     beta: float, max_queries: int | None = None,
-                    max_pairs: int = 512, ranks_path: str | Path | None = None
-                    ) -> dict[str, Any]:
+                    max_pairs: int = 512, ranks_path: str | Path | None = None,
+                    compute: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fast top-K from the index, re-scored by h_slow + beta * h_fast; timed per query."""
     fast, _ = load_fast(fast_path)
     slow, directions = load_slow(slow_path)
@@ -444,15 +456,18 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
         raise ValueError(f"re-ranking the top {k}: faiss searches at most the top "
                          f"{MAX_SEARCH_K}; lower retrieval.rerank.ks")
     n_queries = len(data.gold)
-    levels = gallery_levels(slow, data.bank)
-    gallery = embed_gallery(fast, data.bank)  # exact Fast scores order the tail, untimed
-    queries, encode_s = timed(embed_queries, fast, data.ids, data.mask)
-    (fast_scores, candidates), search_s = timed(search, index, queries.numpy(), k)
-    candidates, fast_scores = torch.from_numpy(candidates).long(), torch.from_numpy(fast_scores)
-    found = candidates >= 0  # an approximate index may return fewer than k: only those count
-    query_index = torch.arange(n_queries)[:, None].expand(-1, k)[found]
-    pair_scores, slow_s = timed(slow.decoder.pair_scores, levels, data.ids, data.mask,
-                                candidates[found], query_index, max_pairs, directions)
+    with evaluating(compute, fast, slow):
+        levels = gallery_levels(slow, data.bank)
+        gallery = embed_gallery(fast, data.bank).cpu()  # exact Fast scores order the tail
+        queries, encode_s = timed(lambda: embed_queries(fast, data.ids, data.mask).cpu())
+        (fast_scores, candidates), search_s = timed(search, index, queries.numpy(), k)
+        candidates = torch.from_numpy(candidates).long()
+        fast_scores = torch.from_numpy(fast_scores)
+        found = candidates >= 0  # an approximate index may return fewer than k: only those count
+        query_index = torch.arange(n_queries)[:, None].expand(-1, k)[found]
+        pair_scores, slow_s = timed(lambda: slow.decoder.pair_scores(
+            levels, data.ids, data.mask, candidates[found], query_index, max_pairs,
+            directions).float().cpu())
     slow_scores = torch.full_like(fast_scores, float("-inf"))
     slow_scores[found] = pair_scores.to(slow_scores.dtype)
     reranked, combined = rerank_top_k(candidates, fast_scores, slow_scores, beta)

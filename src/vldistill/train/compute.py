@@ -79,3 +79,16 @@ class Compute:
             return
         for part in model.children():
             part.compile(backend=backend)
+
+
+@contextlib.contextmanager
+def evaluating(compute: dict[str, Any] | None, *models: torch.nn.Module) -> Iterator[None]:
+    """Run an evaluation's (or an index build's) model calls on the config's device and in its
+    precision, without gradients; the callers bring scores and embeddings back to the host in
+    fp32, where the metrics and faiss work on them."""
+    where = Compute.from_dict(compute)
+    device = where.torch_device()
+    for model in models:
+        model.to(device)
+    with torch.no_grad(), where.autocast(device):
+        yield
