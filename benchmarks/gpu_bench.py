@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from vldistill.models.config import StudentConfig
+from vldistill.models.config import HeadsConfig, StudentConfig
 from vldistill.models.factory import create_fast, create_student
 from vldistill.retrieval.losses import info_nce
 from vldistill.train.compute import Compute
@@ -51,11 +51,25 @@ optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
 
 
 def student_step() -> None:
-    """Pre-training's shape of step: both encoders, captioning both ways, fusion for ITM."""
+    """Pre-training's shape of step (train/pretrain.py): both encoders, captioning both ways,
+    and four fusion passes for ITM (the positive pairs, two ITC-mined negatives, the hard
+    negatives, whose text is encoded too). Which pairs are fused does not change the FLOPs."""
     vision = student.encode_image(images)
     text = student.encode_text(ids, mask)
-    itm = student.heads("itm", student.fuse(vision, text, mask).pooled)
-    loss = student.caption_loss_from_levels(vision.levels, ids, mask) + itm.float().mean()
+    negative_text = student.encode_text(ids, mask)
+    itm = sum(student.heads("itm", student.fuse(vision, t, mask).pooled).float().mean()
+              for t in (text, text, text, negative_text))
+    loss = student.caption_loss_from_levels(vision.levels, ids, mask) + itm
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def slow_step() -> None:
+    """The Slow model's training step (retrieval_slow): the image pyramid and the
+    bidirectional captioning loss over it."""
+    vision = student.encode_image(images)
+    loss = student.caption_loss_from_levels(vision.levels, ids, mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -73,14 +87,38 @@ def fast_step() -> None:
     fast_optimizer.step()
 
 
+answers = torch.rand(b, 3_000, device=device)  # VQA v2's answer vocabulary size
+student_vqa = create_student(cfg, HeadsConfig(vqa_answers=3_000)).to(device)
+vqa_optimizer = torch.optim.AdamW(student_vqa.parameters(), lr=1e-4)
+
+
+def finetune_step() -> None:
+    """Fine-tuning's shape of step: both encoders, fusion, a task head (VQA's soft BCE)."""
+    logits = student_vqa.forward_task("vqa", images, ids, mask)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), answers)
+    vqa_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    vqa_optimizer.step()
+
+
+# Slow scoring as a gallery evaluation does it: the images' pyramids computed once, offline
+# (gallery_levels), then every (image, caption) pair scored with each image's cross-attention
+# keys and values shared by its captions
+n_images = min(8, b)
+with torch.no_grad(), compute.autocast(device):
+    levels = student.encode_image(images[:n_images]).levels
+
+
 @torch.no_grad()
 def slow_scoring() -> None:
-    student.slow_score_matrix(images[:8], ids, mask)
+    student.decoder.pairwise_scores(levels, ids, mask, max_pairs=256)
 
 
-runs = {"student (pre-training / task-agnostic / fine-tuning shape)": (student_step, b),
+runs = {"student (pre-training shape)": (student_step, b),
+        "student (fine-tuning shape, VQA head)": (finetune_step, b),
+        "slow captioner training": (slow_step, b),
         "fast dual encoder": (fast_step, b),
-        "slow scoring (pairs)": (slow_scoring, 8 * b)}
+        "slow scoring (pairs, pyramids precomputed)": (slow_scoring, n_images * b)}
 for name, (step, examples) in runs.items():
     result = measure(step, examples, device, compute, steps=args.steps, peak=peak)
     print(json.dumps({"stage": name, "config": Path(args.config).name, "device": str(device),

@@ -105,3 +105,31 @@ def test_a_non_exhaustive_index_reranks_and_ranks_exactly(factory, nprobe):
     ranks = ranks_after_rerank(reranked, combined, fast_full, gold)
     assert ranks.expected().tolist() == reference_ranks(reranked, fast_full, gold)
     assert bool((ranks.expected() > found.sum(dim=1)).any())  # some gold missed by the index
+
+
+def test_slow_scores_touch_only_the_candidates_one_block_of_pyramids_at_a_time():
+    from vldistill.retrieval.rerank import candidate_slow_scores
+
+    torch.manual_seed(0)
+    gallery = torch.randn(50, 3)  # an image's "pyramid": one vector
+    query_vectors = torch.randn(4, 3)
+    candidates = torch.tensor([[7, 3, -1], [3, 40, 12], [12, 7, 3], [-1, -1, -1]])
+    built: list[list[int]] = []
+
+    def pyramids(rows):
+        built.append(rows.tolist())
+        return [gallery[rows]]
+
+    def score_pairs(levels, image_rows, query_rows):
+        return (levels[0][image_rows] * query_vectors[query_rows]).sum(dim=1)
+
+    scores, seconds = candidate_slow_scores(score_pairs, pyramids, candidates,
+                                            images_per_block=2)
+    # each distinct candidate image is built once, in gallery order, two per block
+    assert built == [[3, 7], [12, 40]] and seconds >= 0
+    expected = torch.full(candidates.shape, float("-inf"))
+    for q, row in enumerate(candidates.tolist()):
+        for slot, image in enumerate(row):
+            if image >= 0:
+                expected[q, slot] = gallery[image] @ query_vectors[q]
+    assert torch.allclose(scores, expected)

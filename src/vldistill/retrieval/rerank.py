@@ -15,6 +15,9 @@ images tied at the K-th Fast score make the candidates is the index's choice, as
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import torch
 
 from vldistill.eval.retrieval import Ranks
@@ -69,3 +72,40 @@ def ranks_after_rerank(reranked: torch.Tensor, combined: torch.Tensor, fast_scor
     return Ranks(higher=torch.where(in_top, top_higher, tail_higher),
                  tied=torch.where(in_top, top_tied, tail_tied),
                  gold_tied=torch.ones_like(top_higher))
+
+
+def candidate_slow_scores(score_pairs: Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor],
+                                                torch.Tensor],
+                          pyramids: Callable[[torch.Tensor], list[torch.Tensor]],
+                          candidates: torch.Tensor, images_per_block: int = 256
+                          ) -> tuple[torch.Tensor, float]:
+    """[Q, K] h_slow of every query's candidates (-inf in the -1 slots) and the seconds spent
+    scoring them.
+
+    Only candidate images are touched: their distinct ids, in gallery order, ``images_per_block``
+    at a time, get their pyramids built (``pyramids(gallery ids)`` -> levels), then every pair
+    with one of them is scored (``score_pairs(levels, block rows, query rows)`` -> scores) and
+    the pyramids are dropped, so memory holds one block's pyramids however large the gallery.
+    Pairs go image by image, so an image's keys and values serve all the queries that found it.
+    The seconds count the scoring only: an image's pyramid is query-independent, computed
+    offline in a deployment as the index is.
+    """
+    found = candidates >= 0
+    where = found.nonzero()  # [P, 2] (query, slot), query-major
+    images = candidates[found]
+    order = torch.argsort(images, stable=True)
+    images, where = images[order], where[order]
+    scores = torch.full(candidates.shape, float("-inf"))
+    distinct = torch.unique(images)  # sorted, as ``images`` now is
+    seconds = 0.0
+    for first in range(0, len(distinct), images_per_block):
+        block = distinct[first:first + images_per_block]
+        lo = int(torch.searchsorted(images, block[0]))
+        hi = int(torch.searchsorted(images, block[-1], right=True))
+        levels = pyramids(block)
+        start = time.perf_counter()
+        pair = score_pairs(levels, torch.searchsorted(block, images[lo:hi]), where[lo:hi, 0])
+        pair = pair.float().cpu()  # the copy waits for the device: the clock sees its work
+        seconds += time.perf_counter() - start
+        scores[where[lo:hi, 0], where[lo:hi, 1]] = pair
+    return scores, seconds

@@ -54,7 +54,7 @@ from vldistill.retrieval.index import (
 )
 from vldistill.retrieval.losses import KL_DIRECTIONS, info_nce, slow_to_fast_kl
 from vldistill.retrieval.queries import query_seeds
-from vldistill.retrieval.rerank import ranks_after_rerank, rerank_top_k
+from vldistill.retrieval.rerank import candidate_slow_scores, ranks_after_rerank, rerank_top_k
 from vldistill.seeds import (
     add_seed,
     checkpoint_provenance,
@@ -457,19 +457,19 @@ def evaluate_rerank(*, root: str | Path, fast_path: str | Path, index_path: str 
                          f"{MAX_SEARCH_K}; lower retrieval.rerank.ks")
     n_queries = len(data.gold)
     with evaluating(compute, fast, slow):
-        levels = gallery_levels(slow, data.bank)
         gallery = embed_gallery(fast, data.bank).cpu()  # exact Fast scores order the tail
         queries, encode_s = timed(lambda: embed_queries(fast, data.ids, data.mask).cpu())
         (fast_scores, candidates), search_s = timed(search, index, queries.numpy(), k)
         candidates = torch.from_numpy(candidates).long()
         fast_scores = torch.from_numpy(fast_scores)
-        found = candidates >= 0  # an approximate index may return fewer than k: only those count
-        query_index = torch.arange(n_queries)[:, None].expand(-1, k)[found]
-        pair_scores, slow_s = timed(lambda: slow.decoder.pair_scores(
-            levels, data.ids, data.mask, candidates[found], query_index, max_pairs,
-            directions).float().cpu())
-    slow_scores = torch.full_like(fast_scores, float("-inf"))
-    slow_scores[found] = pair_scores.to(slow_scores.dtype)
+        # an approximate index may return fewer than k (-1 slots): only the found are scored,
+        # and only their images' pyramids are built
+        slow_scores, slow_s = candidate_slow_scores(
+            lambda levels, image_rows, query_rows: slow.decoder.pair_scores(
+                levels, data.ids, data.mask, image_rows, query_rows, max_pairs, directions),
+            lambda rows: slow.encode_image(data.bank.at(rows, slow.device)).levels,
+            candidates)
+    found = candidates >= 0
     reranked, combined = rerank_top_k(candidates, fast_scores, slow_scores, beta)
     ranks = ranks_after_rerank(reranked, combined, queries @ gallery.T, data.gold)
     fast_ms, slow_ms = 1000 * (encode_s + search_s) / n_queries, 1000 * slow_s / n_queries
