@@ -26,9 +26,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The GPUs of this machine (0 without nvidia-smi): a local run starts no more GPU jobs (those
+# asking for `gpu`, under compute.device: cuda) than there are GPUs.
+GPUS ?= $(strip $(shell nvidia-smi -L 2>/dev/null | wc -l))
+
 # targets go before SNAKEMAKE_ARGS: a trailing --configfile would swallow them
 results: venv
-	$(BIN)/snakemake results/table.csv --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake results/table.csv --cores $(CORES) --resources gpu=$(GPUS) $(SNAKEMAKE_ARGS)
 
 # After a fresh clone: fetch every artifact from the DVC remote, then mark them up to date for
 # Snakemake (DVC does not keep timestamps, so without --touch Snakemake would rebuild them).
@@ -38,7 +42,6 @@ pull: venv
 
 # On a machine with a GPU: the tiny config end to end on CUDA in bf16, then the training and
 # Slow-scoring throughput (examples/s, FLOPs, MFU) at the COCO config's model size.
-GPUS ?= 1
 gpu-check: venv
 	$(BIN)/snakemake results/table.csv --cores $(CORES) --resources gpu=$(GPUS) \
 		--configfile configs/tiny.yaml configs/gpu-check.yaml

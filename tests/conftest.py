@@ -42,10 +42,11 @@ def snakemake(
 
 
 def main_command() -> list[str]:
-    """What `make results` runs (the README's main command), on this machine's 2 cores."""
+    """What `make results` runs (the README's main command), on this machine's 2 cores and no
+    GPU."""
     from readme_commands import make_recipe
 
-    (command,) = make_recipe(REPO / "Makefile", "results", CORES="2")
+    (command,) = make_recipe(REPO / "Makefile", "results", CORES="2", GPUS="0")
     return command
 
 

@@ -28,14 +28,16 @@ def test_the_readme_names_its_two_commands_and_the_makefile_has_them(repo):
     makefile = (repo / "Makefile").read_text()
     for target in targets:
         assert f"\n{target}:" in makefile, f"README says `make {target}`; the Makefile lacks it"
-    # `make results` runs the documented main command; CI runs `make test`
-    assert make_recipe(repo / "Makefile", "results", CORES="all") == [
-        ["snakemake", "results/table.csv", "--cores", "all"]]
+    # `make results` runs the documented main command, with no more GPU jobs at once than the
+    # machine's GPUs; CI runs `make test`
+    assert make_recipe(repo / "Makefile", "results", CORES="all", GPUS="2") == [
+        ["snakemake", "results/table.csv", "--cores", "all", "--resources", "gpu=2"]]
     assert "make test" in (repo / ".ci/run").read_text()
 
 
 def test_the_main_command_is_what_the_tiny_run_runs():
-    assert main_command() == ["snakemake", "results/table.csv", "--cores", "2"]
+    assert main_command() == ["snakemake", "results/table.csv", "--cores", "2", "--resources",
+                              "gpu=0"]
 
 
 def dry_runnable(repo: Path) -> list:
