@@ -125,12 +125,14 @@ def select_text(text: TextOutput, index: torch.Tensor) -> TextOutput:
 def sample_false(similarity: torch.Tensor, positives: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, one column that is not a positive, drawn in proportion to softmax(similarity)
-    (harder negatives more often). Returns (rows that had one, their columns)."""
+    (harder negatives more often). Returns (rows that had one, their columns), on the
+    similarity's device. ``positives`` may be on the host (it comes from the corpus): the rows
+    that have a false column are then found there, so nothing waits on the device."""
+    rows = (~positives.all(dim=1)).nonzero().squeeze(1).to(similarity.device)
+    positives = positives.to(similarity.device)
     weights = similarity.detach().float().softmax(dim=1).masked_fill(positives, 0.0)
-    has = ~positives.all(dim=1)
     # a row whose false columns all underflowed to 0 falls back to a uniform draw among them
     weights = torch.where(weights.sum(dim=1, keepdim=True) > 0, weights, (~positives).float())
-    rows = has.nonzero().squeeze(1)
     if len(rows) == 0:
         return rows, rows
     return rows, torch.multinomial(weights[rows], 1).squeeze(1)
@@ -148,8 +150,10 @@ def pretrain_loss(model: Student, corpus: CaptionCorpus, images: torch.Tensor | 
     ids, mask = caption_batch(corpus, rows, device=model.device)
     caption = model.caption_loss_from_levels(vision.levels, ids, mask)
 
-    # true[a, b]: caption a is true of the batch's image b (the diagonal always is)
-    true = corpus.true_of(rows, corpus.image_rows[rows]).to(ids.device)
+    # true[a, b]: caption a is true of the batch's image b (the diagonal always is); read on
+    # the host, where the data-dependent row selections below are made without a device sync
+    true_host = corpus.true_of(rows, corpus.image_rows[rows])
+    true = true_host.to(ids.device)
     v, t = model.heads.contrastive(vision.pooled, text.pooled)
     cosine = v @ t.T  # [image, caption]
     itc = info_nce(cosine, obj.itc_temperature, positives=true.T)
@@ -163,11 +167,11 @@ def pretrain_loss(model: Student, corpus: CaptionCorpus, images: torch.Tensor | 
     if fused is None:
         fused = model.fuse(vision, text, mask)
     positive = model.heads("itm", fused.pooled)
-    images_n, captions_n = sample_false(similarity, true.T)  # a false caption per image
-    captions_m, images_m = sample_false(similarity.T, true)  # a false image per caption
+    images_n, captions_n = sample_false(similarity, true_host.T)  # a false caption per image
+    captions_m, images_m = sample_false(similarity.T, true_host)  # a false image per caption
     negatives = [itm_logits(images_n, captions_n), itm_logits(images_m, captions_m)]
     negative_ids, negative_mask = caption_batch(corpus, rows, negatives=True, device=ids.device)
-    has_negative = corpus.has_negative[rows].to(ids.device)
+    has_negative = corpus.has_negative[rows].nonzero().squeeze(1).to(ids.device)  # host read
     hard = model.heads("itm", model.fuse(vision, model.encode_text(negative_ids, negative_mask),
                                          negative_mask).pooled)
     negatives.append(hard[has_negative])
