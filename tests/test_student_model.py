@@ -260,3 +260,21 @@ def test_without_progressive_upsampling_every_decoder_layer_reads_the_finest_lev
     assert coarse_to_fine_schedule(3, 3) == (2, 1, 0)  # coarse (index 2) to fine (index 0)
     assert coarse_to_fine_schedule(4, 3) == (2, 1, 0, 0)
     assert coarse_to_fine_schedule(3, 3, progressive=False) == (0, 0, 0)
+
+
+def test_cross_attention_over_shared_keys_folds_rows_and_equals_copying_them():
+    """n contexts' keys and values for n x g rows (each context's g rows consecutive, as one
+    image's captions are) give what copying the keys and values to every row gives."""
+    from vldistill.models.text import Attention
+
+    torch.manual_seed(0)
+    attention = Attention(16, 4).eval()
+    contexts, group, length = 3, 5, 7
+    x = torch.randn(contexts * group, length, 16)
+    k, v = attention.keys_values(torch.randn(contexts, 11, 16))
+    folded = attention(x, keys_values=(k, v))
+    copied = attention(x, keys_values=(k.repeat_interleave(group, dim=0),
+                                       v.repeat_interleave(group, dim=0)))
+    assert torch.allclose(folded, copied, atol=1e-6)
+    with pytest.raises(ValueError, match="unmasked"):
+        attention(x, keys_values=(k, v), attn_mask=torch.ones(length, 11, dtype=torch.bool))

@@ -226,11 +226,11 @@ class CaptionDecoder(nn.Module):
                 captions = slice(t0, t0 + per_block)
                 pair_ids, pair_mask = trim_padding(ids[captions], mask[captions])
                 n_cap = pair_ids.shape[0]
-                keys_values = [(k.repeat_interleave(n_cap, dim=0),
-                                v.repeat_interleave(n_cap, dim=0)) for k, v in block]
+                # the block's keys and values as they are: each image's n_cap captions are
+                # consecutive rows, which the cross-attention folds onto their image's keys
                 scores = self.length_normalised_score(
                     None, pair_ids.repeat(n_block, 1), pair_mask.repeat(n_block, 1), directions,
-                    keys_values)
+                    block)
                 row.append(scores.view(n_block, n_cap))
             rows.append(torch.cat(row, dim=1))
         if not rows:

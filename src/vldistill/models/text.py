@@ -45,9 +45,23 @@ class Attention(nn.Module):
         hd = d // self.heads
         q = self.q(x).view(b, lq, self.heads, hd).transpose(1, 2)
         k, v = keys_values or self.keys_values(x if context is None else context)
+        group = b // k.shape[0]
+        if group > 1:
+            # keys and values of n contexts for n x group rows, each context's rows consecutive
+            # (one image's captions): fold a context's rows into the query length instead of
+            # copying its keys and values per row. Unmasked cross-attention treats every query
+            # on its own, so the fold changes no value.
+            if attn_mask is not None or b % k.shape[0]:
+                raise ValueError("shared keys and values need an unmasked attention and a "
+                                 "batch that is a multiple of their count")
+            q = q.reshape(k.shape[0], group, self.heads, lq, hd).transpose(1, 2)
+            q = q.reshape(k.shape[0], self.heads, group * lq, hd)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
+        if group > 1:
+            y = y.reshape(k.shape[0], self.heads, group, lq, hd).transpose(1, 2)
+            y = y.reshape(b, self.heads, lq, hd)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, lq, d)))
 
 
