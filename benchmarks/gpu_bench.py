@@ -45,7 +45,8 @@ b, length = args.batch, cfg.context_length
 images = torch.rand(b, 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1
 ids = torch.randint(1, 10_000, (b, length), device=device)
 mask = torch.ones(b, length, dtype=torch.bool, device=device)
-student = create_student(cfg).to(device)
+# one student for every stage; its VQA head (VQA v2's 3,000 answers) serves fine-tuning
+student = create_student(cfg, HeadsConfig(vqa_answers=3_000)).to(device)
 student.decoder.set_output_vocabulary(list(range(10_000)))
 optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
 
@@ -87,18 +88,16 @@ def fast_step() -> None:
     fast_optimizer.step()
 
 
-answers = torch.rand(b, 3_000, device=device)  # VQA v2's answer vocabulary size
-student_vqa = create_student(cfg, HeadsConfig(vqa_answers=3_000)).to(device)
-vqa_optimizer = torch.optim.AdamW(student_vqa.parameters(), lr=1e-4)
+answers = torch.rand(b, 3_000, device=device)
 
 
 def finetune_step() -> None:
     """Fine-tuning's shape of step: both encoders, fusion, a task head (VQA's soft BCE)."""
-    logits = student_vqa.forward_task("vqa", images, ids, mask)
+    logits = student.forward_task("vqa", images, ids, mask)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), answers)
-    vqa_optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    vqa_optimizer.step()
+    optimizer.step()
 
 
 # Slow scoring as a gallery evaluation does it: the images' pyramids computed once, offline

@@ -132,3 +132,20 @@ def test_throughput_counts_a_steps_flops_and_its_utilisation():
     assert peak_flops(cpu) is None and peak_flops(cpu, 2.0) == 2e12
     given = measure(step, 4, cpu, Compute(), steps=2, warmup=1, peak=1e12)
     assert given.mfu == pytest.approx(given.achieved_tflops)
+
+
+def test_evaluating_puts_the_models_on_the_device_without_gradients_in_the_precision():
+    from vldistill.train.compute import evaluating
+
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(2, 8)
+    with evaluating({"device": "cpu", "precision": "bf16"}, layer):
+        y = layer(x)
+        assert torch.is_autocast_enabled("cpu")
+    assert y.dtype == torch.bfloat16 and not y.requires_grad
+    assert next(layer.parameters()).dtype == torch.float32  # fp32 weights under autocast
+    with evaluating(None, layer):
+        assert layer(x).dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    with pytest.raises(ValueError, match="compute.precision"), evaluating({"precision": "fp16"},
+                                                                         layer):
+        pass

@@ -95,7 +95,7 @@ def candidate_slow_scores(score_pairs: Callable[[list[torch.Tensor], torch.Tenso
     images = candidates[found]
     order = torch.argsort(images, stable=True)
     images, where = images[order], where[order]
-    scores = torch.full(candidates.shape, float("-inf"))
+    scores = torch.full_like(candidates, float("-inf"), dtype=torch.float32)
     distinct = torch.unique(images)  # sorted, as ``images`` now is
     seconds = 0.0
     for first in range(0, len(distinct), images_per_block):

@@ -281,8 +281,6 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-
-
 # --- evaluation -------------------------------------------------------------------------------
 
 def evaluate_fast(*, root: str | Path, fast_path: str | Path, index_path: str | Path,
