@@ -13,8 +13,12 @@ from vldistill.synthetic.images import SyntheticConfig, generate
 from vldistill.synthetic.language import Count, Exists, Ref, Related, holds
 from vldistill.train.loop import TrainConfig, summarise_history, train
 from vldistill.train.pretrain import (
+    PretrainObjective,
     build_caption_corpus,
+    caption_batch,
     caption_vocabulary,
+    hide_tokens,
+    masked_lm_loss,
     matching_check,
     matching_metrics,
     pretrain_loss,
@@ -142,6 +146,7 @@ def test_pretraining_lowers_its_losses_and_reports_held_out_matching(tiny):
     assert sum(h["caption"] for h in last) < 0.8 * sum(h["caption"] for h in first)
     assert sum(h["loss"] for h in last) < 0.9 * sum(h["loss"] for h in first)
     assert sum(h["itc"] for h in last) < sum(h["itc"] for h in first)
+    assert sum(h["mlm"] for h in last) < 0.8 * sum(h["mlm"] for h in first)
     assert all(0.0 <= h["itm_hard_negative_accuracy"] <= 1.0 for h in history)
     summary = summarise_history(history, {})
     assert [v["step"] for v in summary["validation"]] == [19, 39, 59]
@@ -157,3 +162,47 @@ def test_every_method_starts_from_a_student_with_the_same_task_agnostic_budget()
     assert not mad.confidence_weighting and not mad.adaptive
     with pytest.raises(ValueError, match="unknown task-agnostic variant"):
         agnostic_config("mad-cw")
+
+
+def test_mlm_hides_only_content_tokens_and_at_least_one_per_caption():
+    # rows: 6 real tokens (SOT, 4 content, EOT), 3 real tokens, 2 real tokens (no content)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]],
+                        dtype=torch.bool)
+    content = torch.tensor([[0, 1, 1, 1, 1, 0], [0, 1, 0, 0, 0, 0], [0] * 6], dtype=torch.bool)
+    torch.manual_seed(0)
+    for probability in (0.01, 0.3, 1.0):
+        for _ in range(50):
+            hidden = hide_tokens(mask, probability)
+            assert not (hidden & ~content).any()  # never SOT, EOT or padding
+            assert hidden[:2].any(dim=1).all()  # every caption with content hides one
+            assert not hidden[2].any()
+    assert hide_tokens(mask, 1.0).equal(content)
+    counts = sum(hide_tokens(mask, 0.3)[0].sum() for _ in range(400)) / 400
+    assert 1.2 < counts < 2.0  # 4 x 0.3, plus the guaranteed one where none was drawn
+
+
+def test_mlm_predicts_hidden_words_from_the_image(tiny):
+    """The hidden word's loss depends on the image and sends gradient into the vision tower:
+    the signal that makes the fusion encoder read the picture."""
+    bank, corpus = corpus_of(tiny, "train")
+    torch.manual_seed(0)
+    model = create_student(StudentConfig(width=32, heads=2, text_layers=1, fusion_layers=1,
+                                         decoder_layers=1, context_length=24))
+    model.decoder.set_output_vocabulary(caption_vocabulary(corpus))
+    rows = torch.arange(8)
+    ids, mask = caption_batch(corpus, rows)
+    images = bank.at(corpus.image_rows[rows], "cpu")
+    torch.manual_seed(1)
+    loss = masked_lm_loss(model, model.encode_image(images), ids, mask, 0.3)
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+    assert model.vision.proj[0].weight.grad.abs().sum() > 0
+    assert model.text.mask_embedding.grad.abs().sum() > 0
+    with torch.no_grad():
+        torch.manual_seed(1)  # the same hidden tokens, other images
+        other = masked_lm_loss(model, model.encode_image(images.flip(0)), ids, mask, 0.3)
+    assert not torch.isclose(loss, other)
+    terms = pretrain_loss(model, corpus, images, rows)
+    assert "mlm" in terms
+    assert "mlm" not in pretrain_loss(model, corpus, images, rows,
+                                      PretrainObjective(mlm_weight=0.0))

@@ -136,11 +136,21 @@ class CaptionDecoder(nn.Module):
             keys_values = self.cross_keys_values(image_levels)
         for block, kv in zip(self.blocks, keys_values, strict=True):
             x = block(x, attn_mask=causal, context_kv=kv)
-        x = self.ln_final(x)
+        return self.output_logits(self.ln_final(x))
+
+    def output_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """States [..., D] -> logits [..., V] over the output vocabulary (the tied embedding's
+        rows, or the closed vocabulary plus "other"): shared by captioning and masked-token
+        prediction in the fusion encoder (train/pretrain.py)."""
         if len(self.output_ids) == 0:
-            return F.linear(x, self.token_embedding.weight)
+            return F.linear(states, self.token_embedding.weight)
         weight = torch.cat([self.token_embedding.weight[self.output_ids], self.unk_embedding[None]])
-        return F.linear(x, weight)
+        return F.linear(states, weight)
+
+    def output_targets(self, ids: torch.Tensor) -> torch.Tensor:
+        """BPE ids -> their class in ``output_logits`` (the ids themselves without a closed
+        vocabulary)."""
+        return self.target_index[ids] if len(self.output_ids) else ids
 
     def token_log_probs(
         self,
@@ -159,9 +169,7 @@ class CaptionDecoder(nn.Module):
         # Causal attention makes trailing padding irrelevant, so skip the columns no row uses.
         n = used_columns(mask)
         logits = self.logits(image_levels, ids[:, : n - 1], direction, keys_values)
-        targets = ids[:, 1:n]
-        if len(self.output_ids):
-            targets = self.target_index[targets]
+        targets = self.output_targets(ids[:, 1:n])
         logp = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         logp = logp * mask[:, 1:n]
         return F.pad(logp, (0, ids.shape[1] - n))

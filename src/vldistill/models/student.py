@@ -52,6 +52,7 @@ class Student(nn.Module):
             *self.vision.pos_embedding,
             self.vision.level_embedding,
             self.text.pos_embedding,
+            self.text.mask_embedding,
             self.decoder.pos_embedding,
             self.decoder.direction_embedding,
         ):

@@ -143,13 +143,21 @@ class TextEncoder(nn.Module):
         self.ln_final = nn.LayerNorm(d)
         self.ln_pooled = nn.LayerNorm(d)
         self.causal = cfg.text_causal
+        # the input of a hidden token in masked-token prediction (pre-training's MLM)
+        self.mask_embedding = nn.Parameter(torch.zeros(d))
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> TextOutput:
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor,
+                hidden: torch.Tensor | None = None) -> TextOutput:
+        """``hidden``: optional bool [B, L], positions whose token is replaced by the mask
+        embedding (the model must recover them from the rest of the text and the image)."""
         if ids.shape[1] > self.pos_embedding.shape[0]:
             raise ValueError(
                 f"text length {ids.shape[1]} exceeds context_length {self.pos_embedding.shape[0]}"
             )
-        x = self.drop(self.token_embedding(ids) + self.pos_embedding[: ids.shape[1]])
+        tokens = self.token_embedding(ids)
+        if hidden is not None:
+            tokens = torch.where(hidden[..., None], self.mask_embedding.to(tokens.dtype), tokens)
+        x = self.drop(tokens + self.pos_embedding[: ids.shape[1]])
         attn_mask = key_padding_mask(mask)
         if self.causal:  # as CLIP's text transformer, whose weights it may carry
             attn_mask = attn_mask & torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool,
