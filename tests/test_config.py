@@ -36,6 +36,27 @@ def test_embedded_default_and_every_overlay_config_are_valid(repo, schema, defau
     check_config(merged, schema)
 
 
+@pytest.mark.parametrize("overlay", sorted(p.name for p in
+                                            (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+def test_an_overlay_that_sets_a_fine_tuning_budget_gets_it_for_each_of_its_tasks(
+        repo, default, overlay):
+    """Snakemake merges a --configfile key by key, so an overlay's ``per_task: {}`` cannot clear
+    the default's per-task overrides: each task must train with the overlay's own budget."""
+    from snakemake.utils import update_config
+
+    own = yaml.safe_load((repo / "configs" / overlay).read_text())
+    training = own.get("finetune", {}).get("training")
+    if training is None:
+        pytest.skip("the overlay keeps the default's fine-tuning budgets")
+    merged = copy.deepcopy(default)
+    update_config(merged, own)
+    finetune = merged["finetune"]
+    for task in finetune["tasks"]:
+        effective = {**finetune["training"], **finetune["per_task"].get(task, {})}
+        meant = {**training, **own["finetune"].get("per_task", {}).get(task, {})}
+        assert effective == {**finetune["training"], **meant}, (overlay, task)
+
+
 def test_unknown_key_is_named_with_the_allowed_ones(schema, default):
     default["teachers"]["vision"]["imagesize"] = 96
     message = errors_of(default, schema)
