@@ -61,7 +61,7 @@ class Stage(nn.Module):
 class VisionOutput:
     levels: list[torch.Tensor]  # fine to coarse; level l: [B, H_l * W_l, D], row-major
     grids: list[tuple[int, int]]  # (H_l, W_l) per level, same order
-    pooled: torch.Tensor  # [B, D] LayerNorm(mean of the coarsest level's tokens)
+    pooled: torch.Tensor  # [B, D] LayerNorm(mean of every level's tokens)
 
 
 class VisionPyramid(nn.Module):
@@ -130,7 +130,10 @@ class VisionPyramid(nn.Module):
             tokens = self.proj[i](x).flatten(2).transpose(1, 2)  # [B, H*W, D] row-major
             tokens = tokens + self.pos_embedding[i] + self.level_embedding[i]
             levels.append(self.ln_tokens(tokens))
-        pooled = self.ln_pooled(levels[-1].mean(dim=1))
+        # every level, not the coarsest alone: at 64 px that is a 2x2 grid whose mean cannot
+        # say which object is where. Measured (benchmarks/retrieval.md): Fast trained 200 steps
+        # from the same student, test t2i R@1 0.3 -> 7.7, median rank 119 -> 10.5
+        pooled = self.ln_pooled(torch.cat(levels, dim=1).mean(dim=1))
         return VisionOutput(levels=levels, grids=list(self.grids), pooled=pooled)
 
     def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
