@@ -111,10 +111,14 @@ def key_padding_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask[:, None, None, :]
 
 
+def eot_positions(mask: torch.Tensor) -> torch.Tensor:
+    """[B] index of each row's last real token, which the tokenizer guarantees is EOT."""
+    return (mask.sum(dim=1) - 1).clamp(min=0)
+
+
 def pool_at_eot(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """State at the last real token, which the tokenizer guarantees is EOT: [B, L, D] -> [B, D]."""
-    last = (mask.sum(dim=1) - 1).clamp(min=0)
-    return states[torch.arange(states.shape[0], device=states.device), last]
+    """State at the EOT token: [B, L, D] -> [B, D]."""
+    return states[torch.arange(states.shape[0], device=states.device), eot_positions(mask)]
 
 
 @dataclass

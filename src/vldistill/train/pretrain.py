@@ -38,7 +38,7 @@ from vldistill.models.config import StudentConfig
 from vldistill.models.fusion import FusedOutput
 from vldistill.models.heads import itm_score
 from vldistill.models.student import Student
-from vldistill.models.text import TextOutput
+from vldistill.models.text import TextOutput, eot_positions
 from vldistill.models.tokenizer import Tokenizer, trim_padding
 from vldistill.models.vision import VisionOutput
 from vldistill.retrieval.losses import info_nce
@@ -154,7 +154,7 @@ def hide_tokens(mask: torch.Tensor, probability: float) -> torch.Tensor:
     content = mask.clone()
     content[:, 0] = False
     rows = torch.arange(len(mask), device=mask.device)
-    content[rows, (mask.sum(dim=1) - 1).clamp(min=0)] = False
+    content[rows, eot_positions(mask)] = False
     hidden = content & (torch.rand(mask.shape, device=mask.device) < probability)
     # one more draw among each caption's content tokens; a caption without any keeps none
     weights = content.float() + (~content.any(dim=1, keepdim=True)).float()
